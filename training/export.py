@@ -1,0 +1,86 @@
+"""ONNX export, int8 dynamic quantization and the fp32/int8 parity check."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from skiff.predictor import OUTPUT_NAME, session_options
+from training.model import WithProbabilities
+
+log = logging.getLogger(__name__)
+
+
+def export_onnx(model: torch.nn.Module, path: Path, example_ids: torch.Tensor) -> None:
+    """Export to one self-contained ONNX file with dynamic batch and sequence length."""
+    wrapper = WithProbabilities(model).eval().cpu()
+    batch = torch.export.Dim("batch", min=1)
+    length = torch.export.Dim("length", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter is chatty about internals we do not use
+        torch.onnx.export(
+            wrapper,
+            (example_ids.cpu(),),
+            str(path),
+            input_names=["token_ids"],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"token_ids": {0: batch, 1: length}},
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """onnxruntime dynamic quantization options; recorded in metrics.json."""
+
+    weight_type: str = "QInt8"
+    per_channel: bool = False
+    # reduce_range avoids U8S8 saturation on AVX2-only x86 (onnxruntime docs); VNNI/ARM need not.
+    reduce_range: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight_type": self.weight_type, "per_channel": self.per_channel, "reduce_range": self.reduce_range}
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, settings: QuantizationSettings = QuantizationSettings()) -> None:
+    quantize_dynamic(
+        str(fp32_path),
+        str(int8_path),
+        weight_type=QuantType[settings.weight_type],
+        per_channel=settings.per_channel,
+        reduce_range=settings.reduce_range,
+    )
+
+
+def onnx_probabilities(path: Path, inputs: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), sess_options=session_options(None), providers=["CPUExecutionProvider"])
+    (name,) = inputs
+    matrix = inputs[name]
+    parts = [session.run([OUTPUT_NAME], {name: matrix[i : i + batch_size]})[0] for i in range(0, len(matrix), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def parity(fp32: np.ndarray, int8: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+    """How far the int8 model strays from fp32 on the same rows."""
+    fp32_pred, int8_pred = fp32.argmax(1), int8.argmax(1)
+    fp32_accuracy = float((fp32_pred == y_true).mean())
+    int8_accuracy = float((int8_pred == y_true).mean())
+    return {
+        "label_agreement": float((fp32_pred == int8_pred).mean()),
+        "max_score_difference": float(np.abs(fp32 - int8).max()),
+        "fp32_accuracy": fp32_accuracy,
+        "int8_accuracy": int8_accuracy,
+        "accuracy_delta": int8_accuracy - fp32_accuracy,
+        "rows": int(len(y_true)),
+    }
