@@ -38,7 +38,12 @@ def _hyperparameters(pairs: Sequence[str]) -> Hyperparameters:
 
 
 def train_model(
-    data: Path, out_dir: Path, hp: Hyperparameters, test: Path | None = None, workdir: Path | None = None, quiet: bool = False
+    data: Path,
+    out_dir: Path,
+    hp: Hyperparameters,
+    test: Path | None = None,
+    workdir: Path | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Run one training job locally and copy its artifact to ``out_dir``; returns metrics."""
     from skiff.local.container import run_training_container
@@ -46,8 +51,14 @@ def train_model(
     channels = {"train": data, **({"test": test} if test else {})}
     with tempfile.TemporaryDirectory(prefix="skiff-job-", dir=workdir) as root:
         with Progress(
-            TextColumn("[bold]training[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, disable=quiet,
+            TextColumn("[bold]training[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
         ) as progress:
             task = progress.add_task("train", total=hp.epochs, status="reading data")
 
@@ -56,7 +67,8 @@ def train_model(
                     progress.update(task, status=f"{event['train_rows']} train / {event['eval_rows']} eval rows")
                 elif event["event"] == "epoch":
                     progress.update(
-                        task, completed=event["epoch"],
+                        task,
+                        completed=event["epoch"],
                         status=f"loss {event['loss']:.4f}  eval acc {event['eval_accuracy']:.4f}"
                         + ("  exporting + quantizing" if event["epoch"] == hp.epochs else ""),
                     )
@@ -81,12 +93,22 @@ def metrics_table(metrics: dict[str, Any], title: str = "evaluation") -> Table:
     table.add_section()
     parity = metrics["parity"]
     sizes = metrics["sizes"]
-    table.add_row("accuracy int8 / fp32", f"{evaluation['int8']['accuracy']:.4f}", f"{evaluation['fp32']['accuracy']:.4f}", "", "")
-    table.add_row("macro-F1 int8 / fp32", f"{evaluation['int8']['macro_f1']:.4f}", f"{evaluation['fp32']['macro_f1']:.4f}", "", "")
-    table.add_row("majority baseline", f"{evaluation['majority_baseline_accuracy']:.4f}", "", "", "")
-    table.add_row("int8/fp32 agreement", f"{parity['label_agreement']:.4f}", f"max Δ {parity['max_score_difference']:.4f}", "", "")
     table.add_row(
-        "size int8 / fp32 (MB)", f"{sizes['model.int8.onnx'] / 1e6:.1f}", f"{sizes['model.fp32.onnx'] / 1e6:.1f}", "", ""
+        "accuracy int8 / fp32", f"{evaluation['int8']['accuracy']:.4f}", f"{evaluation['fp32']['accuracy']:.4f}", "", ""
+    )
+    table.add_row(
+        "macro-F1 int8 / fp32", f"{evaluation['int8']['macro_f1']:.4f}", f"{evaluation['fp32']['macro_f1']:.4f}", "", ""
+    )
+    table.add_row("majority baseline", f"{evaluation['majority_baseline_accuracy']:.4f}", "", "", "")
+    table.add_row(
+        "int8/fp32 agreement", f"{parity['label_agreement']:.4f}", f"max Δ {parity['max_score_difference']:.4f}", "", ""
+    )
+    table.add_row(
+        "size int8 / fp32 (MB)",
+        f"{sizes['model.int8.onnx'] / 1e6:.1f}",
+        f"{sizes['model.fp32.onnx'] / 1e6:.1f}",
+        "",
+        "",
     )
     training = metrics["training"]
     table.add_row("train seconds", f"{training['seconds']:.1f}", f"{training['samples_per_second']:.0f}/s", "", "")
@@ -99,12 +121,20 @@ def predictions_table(texts: Sequence[str], predictions: Sequence[Any]) -> Table
     table.add_column("label")
     table.add_column("score", justify="right")
     for text, prediction in zip(texts, predictions, strict=True):
-        table.add_row(text if len(text) <= 70 else text[:67] + "…", prediction.label, f"{prediction.scores[prediction.label]:.4f}")
+        table.add_row(
+            text if len(text) <= 70 else text[:67] + "…", prediction.label, f"{prediction.scores[prediction.label]:.4f}"
+        )
     return table
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    metrics = train_model(Path(args.data), Path(args.out), _hyperparameters(args.hp), Path(args.test) if args.test else None, quiet=args.json)
+    metrics = train_model(
+        Path(args.data),
+        Path(args.out),
+        _hyperparameters(args.hp),
+        Path(args.test) if args.test else None,
+        quiet=args.json,
+    )
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -119,7 +149,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_directory(args.model, threads=args.threads)
     predictions = predictor.predict(args.texts)
     if args.json:
-        print(json.dumps([{"text": t, "label": p.label, "scores": p.scores} for t, p in zip(args.texts, predictions, strict=True)]))
+        print(
+            json.dumps(
+                [
+                    {"text": t, "label": p.label, "scores": p.scores}
+                    for t, p in zip(args.texts, predictions, strict=True)
+                ]
+            )
+        )
     else:
         out.print(predictions_table(args.texts, predictions))
     return 0
@@ -147,7 +184,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ]
     out.print("[bold]3.[/] serving with onnxruntime only (no torch in this process)")
     out.print(predictions_table(samples, Predictor.from_directory(model_dir).predict(samples)))
-    out.print(f"next: open {model_dir / 'report.png'}, or run: skiff predict --model {model_dir} \"your text\"")
+    out.print(f'next: open {model_dir / "report.png"}, or run: skiff predict --model {model_dir} "your text"')
     return 0
 
 

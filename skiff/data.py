@@ -54,9 +54,7 @@ class CsvSummary:
     bytes: int = 0
 
 
-def _decoded_lines(
-    stream: BinaryIO, source: str, limits: CsvLimits, summary: CsvSummary
-) -> Iterator[str]:
+def _decoded_lines(stream: BinaryIO, source: str, limits: CsvLimits, summary: CsvSummary) -> Iterator[str]:
     """Decode line by line so an invalid byte can be reported with its exact offset.
 
     Splitting on b"\\n" before decoding is safe for UTF-8: every byte of a multi-byte
@@ -79,20 +77,14 @@ def _decoded_lines(
         if nul >= 0:
             # UTF-8 text never holds NUL; this is a binary file (or UTF-16) renamed to .csv.
             raise DatasetError(
-                source, [Problem(f"expected UTF-8 text (got: NUL byte at byte {offset_of_line + nul}; binary file?)", number)]
+                source,
+                [Problem(f"expected UTF-8 text (got: NUL byte at byte {offset_of_line + nul}; binary file?)", number)],
             )
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DatasetError(
-                source,
-                [
-                    Problem(
-                        f"expected UTF-8 text (got: invalid byte 0x{raw[exc.start]:02x} at byte {offset_of_line + exc.start})",
-                        number,
-                    )
-                ],
-            ) from exc
+            bad = f"invalid byte 0x{raw[exc.start]:02x} at byte {offset_of_line + exc.start}"
+            raise DatasetError(source, [Problem(f"expected UTF-8 text (got: {bad})", number)]) from exc
     summary.sha256 = digest.hexdigest()
     summary.bytes = offset
 
@@ -140,11 +132,13 @@ def iter_examples(
     if summary.rows == 0:
         raise DatasetError(source, [Problem("expected at least one data row after the header (got: none)")])
     if len(summary.label_counts) < limits.min_labels:
-        got = ", ".join(f"{label!r}" for label in sorted(summary.label_counts))
-        raise DatasetError(
-            source,
-            [Problem(f"expected at least {limits.min_labels} distinct labels (got: {len(summary.label_counts)}: {got})")],
-        )
+        raise DatasetError(source, [_too_few_labels(summary.label_counts, limits.min_labels)])
+
+
+def _too_few_labels(label_counts: Iterable[str], minimum: int) -> Problem:
+    labels = sorted(label_counts)
+    got = ", ".join(f"{label!r}" for label in labels)
+    return Problem(f"expected at least {minimum} distinct labels (got: {len(labels)}: {got})")
 
 
 def _row_problem(row: list[str], limits: CsvLimits) -> str | None:
@@ -209,10 +203,7 @@ def read_csv_dir(directory: str | Path, limits: CsvLimits = CsvLimits()) -> Data
             examples.extend(iter_examples(stream, str(path.relative_to(directory)), part_limits))
     dataset = Dataset(tuple(examples), source=str(directory))
     if len(dataset.label_counts()) < limits.min_labels:
-        raise DatasetError(
-            str(directory),
-            [Problem(f"expected at least {limits.min_labels} distinct labels (got: {sorted(dataset.label_counts())})")],
-        )
+        raise DatasetError(str(directory), [_too_few_labels(dataset.label_counts(), limits.min_labels)])
     return dataset
 
 
@@ -235,9 +226,10 @@ def split_dataset(dataset: Dataset, eval_fraction: float) -> tuple[Dataset, Data
         (evaluation if in_eval_split(example.text, eval_fraction) else train).append(example)
     for name, part in (("training", train), ("evaluation", evaluation)):
         if not part:
+            wanted = f"a non-empty {name} split with eval_fraction={eval_fraction}"
             raise DatasetError(
                 dataset.source,
-                [Problem(f"expected a non-empty {name} split with eval_fraction={eval_fraction} (got: {len(dataset)} rows in all)")],
+                [Problem(f"expected {wanted} (got: {len(dataset)} rows in all)")],
             )
     return Dataset(tuple(train), dataset.source + "#train"), Dataset(tuple(evaluation), dataset.source + "#eval")
 

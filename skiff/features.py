@@ -79,9 +79,7 @@ class HashedNgramSpec:
         if self.char_ngrams is not None:
             low, high = self.char_ngrams
             if not 1 <= low <= high:
-                raise ConfigError(
-                    f"char_ngrams should be (min, max) with 1 <= min <= max (got: {self.char_ngrams})"
-                )
+                raise ConfigError(f"char_ngrams should be (min, max) with 1 <= min <= max (got: {self.char_ngrams})")
         if self.max_features < 1:
             raise ConfigError(f"max_features should be >= 1 (got: {self.max_features})")
 

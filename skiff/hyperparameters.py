@@ -86,7 +86,7 @@ class Hyperparameters:
                 else:
                     parsed[name] = raw
             except ValueError as exc:
-                raise ConfigError(f"hyperparameter {name} should be a {kind} (got: {raw!r})") from exc
+                raise ConfigError(f"hyperparameter {name} should be of type {kind} (got: {raw!r})") from exc
         return cls(**parsed)
 
 

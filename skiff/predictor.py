@@ -45,7 +45,9 @@ class Predictor:
         )
 
     @classmethod
-    def from_directory(cls, directory: str | Path, model_file: str = MODEL_INT8, threads: int | None = None) -> Predictor:
+    def from_directory(
+        cls, directory: str | Path, model_file: str = MODEL_INT8, threads: int | None = None
+    ) -> Predictor:
         return cls(load_artifact(directory, only=[model_file]), model_file, threads)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:

@@ -67,7 +67,9 @@ def onnx_probabilities(path: Path, inputs: dict[str, np.ndarray], batch_size: in
     session = ort.InferenceSession(str(path), sess_options=session_options(None), providers=["CPUExecutionProvider"])
     (name,) = inputs
     matrix = inputs[name]
-    parts = [session.run([OUTPUT_NAME], {name: matrix[i : i + batch_size]})[0] for i in range(0, len(matrix), batch_size)]
+    parts = [
+        session.run([OUTPUT_NAME], {name: matrix[i : i + batch_size]})[0] for i in range(0, len(matrix), batch_size)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 

@@ -106,7 +106,9 @@ def fit(
     amp_dtype = _autocast_dtype(device, hp.mixed_precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     loss_fn = nn.CrossEntropyLoss()
-    result = FitResult(model=model, device=str(device), precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32")
+    result = FitResult(
+        model=model, device=str(device), precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"
+    )
     identity = _identity(hp, labels, dataset_fingerprint)
 
     start_epoch = 1
@@ -151,7 +153,9 @@ def fit(
         seconds = time.perf_counter() - began
         result.train_seconds += seconds
         result.samples_seen += len(order)
-        record = EpochRecord(epoch, total_loss / len(order), evaluate(model, eval_matrix, eval_targets, device), seconds)
+        record = EpochRecord(
+            epoch, total_loss / len(order), evaluate(model, eval_matrix, eval_targets, device), seconds
+        )
         result.history.append(record)
         if checkpoint_dir is not None:
             _save_checkpoint(

@@ -70,8 +70,16 @@ def build_artifact(
     fingerprint = data.train.fingerprint()
 
     result = fit(
-        train_ids, train_y, eval_ids, eval_y.tolist(), labels, hp,
-        dataset_fingerprint=fingerprint, checkpoint_dir=checkpoint_dir, device=device, on_epoch_end=on_epoch_end,
+        train_ids,
+        train_y,
+        eval_ids,
+        eval_y.tolist(),
+        labels,
+        hp,
+        dataset_fingerprint=fingerprint,
+        checkpoint_dir=checkpoint_dir,
+        device=device,
+        on_epoch_end=on_epoch_end,
     )
 
     fp32_path, int8_path = model_dir / MODEL_FP32, model_dir / MODEL_INT8
@@ -120,8 +128,12 @@ def build_artifact(
     write_json(model_dir / PREPROCESSING, featurizer.to_spec())
     write_json(model_dir / LABELS, labels)
     write_report(
-        model_dir / REPORT, result.history, int8_report["confusion_matrix"], labels,
-        f"{hp.model_family} model: int8 eval accuracy {int8_report['accuracy']:.4f}, macro-F1 {int8_report['macro_f1']:.4f}",
+        model_dir / REPORT,
+        result.history,
+        int8_report["confusion_matrix"],
+        labels,
+        f"{hp.model_family} model: int8 eval accuracy {int8_report['accuracy']:.4f}, "
+        f"macro-F1 {int8_report['macro_f1']:.4f}",
     )
     write_manifest(
         model_dir,

@@ -14,7 +14,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from training.loop import EpochRecord  # noqa: E402
 
 
-def write_report(path: Path, history: Sequence[EpochRecord], confusion: Sequence[Sequence[int]], labels: Sequence[str], title: str) -> None:
+def write_report(
+    path: Path, history: Sequence[EpochRecord], confusion: Sequence[Sequence[int]], labels: Sequence[str], title: str
+) -> None:
     figure, (curve, matrix_axes) = plt.subplots(1, 2, figsize=(11, 4.5))
     epochs = [r.epoch for r in history]
     curve.plot(epochs, [r.loss for r in history], marker="o", label="training loss")

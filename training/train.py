@@ -35,7 +35,6 @@ from skiff.errors import SkiffError  # noqa: E402
 from skiff.hyperparameters import Hyperparameters  # noqa: E402
 from skiff.local.container import PROGRESS_PREFIX  # noqa: E402
 
-
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 
 log = logging.getLogger("training.train")
@@ -53,7 +52,9 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, Hyperparameters]:
         default=DEFAULT_CHECKPOINT_DIR if Path(DEFAULT_CHECKPOINT_DIR).is_dir() else None,
         help=f"resumable checkpoints (default: {DEFAULT_CHECKPOINT_DIR} when it exists, else none)",
     )
-    parser.add_argument("--failure-file", default=str(Path(env("SM_OUTPUT_DIR", "")) / "failure") if env("SM_OUTPUT_DIR") else None)
+    parser.add_argument(
+        "--failure-file", default=str(Path(env("SM_OUTPUT_DIR", "")) / "failure") if env("SM_OUTPUT_DIR") else None
+    )
     args, rest = parser.parse_known_args(argv)
     missing = [name for name in ("train", "model_dir") if getattr(args, name) is None]
     if missing:

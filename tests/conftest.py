@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skiff.data import write_csv
+from skiff.demo_data import generate
+from skiff.hyperparameters import Hyperparameters
+
+ROOT = Path(__file__).resolve().parent.parent
+SMS_SPAM = ROOT.parent / "shared" / "data" / "sms-spam"
+EVENTS = ROOT.parent / "shared" / "events"
+
+# Small enough to train in a couple of seconds, large enough to learn the demo topics.
+SMALL_HYPERPARAMETERS = Hyperparameters(epochs=3, buckets=1 << 12, embedding_dim=16, char_ngrams="none")
+
+
+@pytest.fixture(scope="session")
+def sms_spam() -> Path:
+    if not (SMS_SPAM / "train.csv").is_file():
+        pytest.fail(
+            f"expected the shared dev set at {SMS_SPAM} (got: missing); the tests need ../shared beside the checkout"
+        )
+    return SMS_SPAM
+
+
+@pytest.fixture(scope="session")
+def demo_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("demo") / "demo.csv"
+    write_csv(path, generate(600, seed=3))
+    return path
+
+
+@pytest.fixture(scope="session")
+def sms_artifact(tmp_path_factory: pytest.TempPathFactory, sms_spam: Path) -> Path:
+    """The default model trained on sms-spam (test.csv as the test channel), run exactly as SageMaker would."""
+    from skiff.local.container import run_training_container
+
+    root = tmp_path_factory.mktemp("sms-job")
+    run = run_training_container(
+        root, {"train": sms_spam / "train.csv", "test": sms_spam / "test.csv"}, Hyperparameters()
+    )
+    assert run.succeeded, run.failure_reason
+    return run.model_dir
+
+
+@pytest.fixture(scope="session")
+def small_artifact(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path) -> Path:
+    """A small model trained in-process on the demo data; copy it before altering it."""
+    from skiff.data import read_csv, split_dataset
+    from training.pipeline import TrainingData, build_artifact
+
+    train, evaluation = split_dataset(read_csv(demo_csv), 0.2)
+    model_dir = tmp_path_factory.mktemp("small") / "model"
+    build_artifact(TrainingData(train, evaluation, "hashed-split"), SMALL_HYPERPARAMETERS, model_dir)
+    return model_dir

@@ -1,0 +1,92 @@
+"""training/train.py under the SageMaker container contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skiff.artifact import MANIFEST, load_artifact
+from skiff.data import read_csv, split_dataset
+from skiff.errors import ParityError
+from skiff.local.container import run_training_container
+from tests.conftest import SMALL_HYPERPARAMETERS
+from training import pipeline
+from training.train import main
+
+
+def test_runs_from_sm_environment_and_writes_a_verified_artifact(demo_csv: Path, tmp_path: Path) -> None:
+    events: list[dict] = []
+    run = run_training_container(tmp_path, {"train": demo_csv}, SMALL_HYPERPARAMETERS, on_progress=events.append)
+    assert run.succeeded, run.failure_reason
+    artifact = load_artifact(run.model_dir)
+    assert artifact.manifest["dataset"]["eval_kind"] == "hashed-split"
+    assert [e["event"] for e in events] == ["start", "epoch", "epoch", "epoch", "done"]
+    assert json.loads((run.output_dir / "data" / "metrics.json").read_text())["model_family"] == "bag"
+    assert artifact.manifest["lineage"]["training_job"] == "local-training-job"
+
+
+def test_failure_reason_is_written_where_sagemaker_reads_it(tmp_path: Path) -> None:
+    bad = tmp_path / "one-class.csv"
+    bad.write_text("text,label\nhello,ham\nhi there,ham\n")
+    run = run_training_container(tmp_path / "job", {"train": bad}, SMALL_HYPERPARAMETERS)
+    assert run.returncode == 2
+    assert run.failure_reason is not None
+    assert run.failure_reason.startswith("DatasetError: ")
+    assert run.failure_reason.endswith("input/data/train: expected at least 2 distinct labels (got: 1: 'ham')")
+    assert not (run.model_dir / MANIFEST).exists()
+
+
+def test_sagemaker_own_hyperparameters_are_ignored_and_ours_applied(demo_csv: Path, tmp_path: Path) -> None:
+    code = main(
+        [
+            "--train",
+            str(demo_csv),
+            "--model-dir",
+            str(tmp_path / "model"),
+            "--sagemaker_program",
+            "train.py",
+            "--epochs",
+            "1",
+            "--buckets",
+            "1024",
+            "--char_ngrams",
+            "none",
+        ]
+    )
+    assert code == 0
+    assert load_artifact(tmp_path / "model").manifest["hyperparameters"]["epochs"] == 1
+
+
+def test_unknown_hyperparameter_stops_before_training(demo_csv: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"got unknown: \['epoch'\]"):
+        main(["--train", str(demo_csv), "--model-dir", str(tmp_path), "--epoch", "1"])
+
+
+def test_missing_train_channel_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
+    with pytest.raises(SystemExit):
+        main(["--model-dir", str(tmp_path)])
+
+
+def test_int8_disagreement_fails_the_job_loudly(
+    demo_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = pipeline.onnx_probabilities
+
+    def int8_flips_every_answer(path: Path, inputs: dict) -> np.ndarray:
+        scores = real(path, inputs)
+        return scores[:, ::-1].copy() if path.name == "model.int8.onnx" else scores
+
+    monkeypatch.setattr(pipeline, "onnx_probabilities", int8_flips_every_answer)
+    train, evaluation = split_dataset(read_csv(demo_csv), 0.2)
+    with pytest.raises(
+        ParityError, match=r"expected int8/fp32 label agreement >= 0\.9900 \(got: 0\.\d+ on \d+ eval rows\)"
+    ):
+        pipeline.build_artifact(
+            pipeline.TrainingData(train, evaluation, "hashed-split"), SMALL_HYPERPARAMETERS, tmp_path
+        )
+    assert not (tmp_path / MANIFEST).exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["parity"]["passed"] is False

@@ -1,0 +1,63 @@
+"""The default model on the real sms-spam dev set, trained exactly as SageMaker runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skiff.artifact import load_artifact
+from skiff.data import read_csv
+from skiff.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def metrics(sms_artifact: Path) -> dict:
+    return json.loads((sms_artifact / "metrics.json").read_text())
+
+
+def test_int8_model_meets_the_quality_target_on_the_test_split(metrics: dict) -> None:
+    int8 = metrics["eval"]["int8"]
+    assert metrics["eval"]["kind"] == "test-channel" and metrics["eval"]["rows"] == 1114
+    assert int8["accuracy"] >= 0.987
+    assert int8["per_class"]["spam"]["f1"] >= 0.95
+
+
+def test_int8_accuracy_is_within_three_tenths_of_a_point_of_fp32(metrics: dict) -> None:
+    assert abs(metrics["eval"]["int8"]["accuracy"] - metrics["eval"]["fp32"]["accuracy"]) <= 0.003
+
+
+def test_parity_check_is_recorded_and_passed(metrics: dict) -> None:
+    parity = metrics["parity"]
+    assert parity["passed"] is True
+    assert parity["label_agreement"] >= parity["min_label_agreement"] == 0.99
+    assert 0.0 <= parity["max_score_difference"] < 0.1
+
+
+def test_int8_file_is_at_most_three_tenths_of_fp32(metrics: dict) -> None:
+    assert metrics["sizes"]["int8_over_fp32"] <= 0.3
+
+
+def test_metrics_record_training_speed_and_history(metrics: dict) -> None:
+    training = metrics["training"]
+    assert training["rows"] == 4460 and training["samples_per_second"] > 0
+    assert [h["epoch"] for h in training["history"]] == list(range(1, training["epochs"] + 1))
+
+
+def test_served_predictions_match_the_recorded_evaluation(sms_artifact: Path, sms_spam: Path, metrics: dict) -> None:
+    """Serving rebuilds the featurizer from preprocessing.json: same inputs, same answers."""
+    test = read_csv(sms_spam / "test.csv")
+    predictions = Predictor.from_directory(sms_artifact).predict(test.texts)
+    accuracy = np.mean([p.label == label for p, label in zip(predictions, test.labels, strict=True)])
+    assert accuracy == pytest.approx(metrics["eval"]["int8"]["accuracy"])
+
+
+def test_fp32_model_can_be_served_for_comparison(sms_artifact: Path) -> None:
+    predictor = Predictor.from_directory(sms_artifact, model_file="model.fp32.onnx")
+    assert predictor.predict(["WINNER!! claim your free prize now, call 09061701461"])[0].label == "spam"
+
+
+def test_artifact_verifies(sms_artifact: Path) -> None:
+    assert load_artifact(sms_artifact).labels == ["ham", "spam"]
