@@ -128,16 +128,16 @@ def main() -> None:
         name: ort.InferenceSession(str(model_dir / f"model.{name}.onnx"), sess_options=session_options(1))
         for name in ("fp32", "int8")
     }
+    predictor = Predictor.from_directory(model_dir, threads=1)
     latency: dict[str, dict[str, dict[str, float]]] = {}
     for batch_name, texts in batches.items():
         inputs = featurizer.encode(texts)
         tensor = torch.from_numpy(inputs["token_ids"])
         row: dict[str, dict[str, float]] = {}
         with torch.inference_mode():
-            row["torch_eager"] = latency_us(lambda: eager(tensor), args.repeats)
+            row["torch_eager"] = latency_us(lambda x=tensor: eager(x), args.repeats)
         for name, session in sessions.items():
-            row[f"onnx_{name}"] = latency_us(lambda s=session: s.run(None, inputs), args.repeats)
-        predictor = Predictor.from_directory(model_dir, threads=1)
+            row[f"onnx_{name}"] = latency_us(lambda s=session, x=inputs: s.run(None, x), args.repeats)
         row["onnx_int8_with_featurize"] = latency_us(lambda t=texts: predictor.predict(t), args.repeats)
         latency[batch_name] = row
 
@@ -181,7 +181,8 @@ def main() -> None:
         "latency_us_1_thread": latency,
         "cold_start": cold,
         "ratios": {
-            "cold_start_onnx_over_torch": cold["onnx_int8"]["wall_seconds_median"] / cold["torch"]["wall_seconds_median"],
+            "cold_start_onnx_over_torch": cold["onnx_int8"]["wall_seconds_median"]
+            / cold["torch"]["wall_seconds_median"],
             "peak_rss_onnx_over_torch": cold["onnx_int8"]["peak_rss_mib_max"] / cold["torch"]["peak_rss_mib_max"],
         },
     }

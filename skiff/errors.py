@@ -65,3 +65,37 @@ class TrainingError(SkiffError):
 
 class ParityError(TrainingError):
     """The int8 model disagrees with the fp32 model more than allowed."""
+
+
+class RegistryError(SkiffError):
+    """A model-registry operation cannot be done as asked."""
+
+
+class NotFoundError(RegistryError):
+    """The named model version (or route) does not exist."""
+
+
+class ConflictError(RegistryError):
+    """The operation contradicts the registry's state (wrong status, nothing to roll back to)."""
+
+
+class NothingInProductionError(RegistryError):
+    """No version has been promoted yet, so there is nothing to serve."""
+
+
+class ModelUnavailableError(SkiffError):
+    """Production names a version this container could not load, and it has nothing older."""
+
+
+class RequestError(SkiffError):
+    """A client sent a request that cannot be served as sent (HTTP 4xx)."""
+
+    status_code = 400
+
+
+class PayloadTooLargeError(RequestError):
+    status_code = 413
+
+
+class UnsupportedMediaTypeError(RequestError):
+    status_code = 415

@@ -7,6 +7,7 @@ import pytest
 from skiff.data import write_csv
 from skiff.demo_data import generate
 from skiff.hyperparameters import Hyperparameters
+from tests.aws_fixtures import aws, aws_server  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMS_SPAM = ROOT.parent / "shared" / "data" / "sms-spam"

@@ -1,0 +1,36 @@
+"""boto3 clients, created on first use and shared, never at import time.
+
+Creating clients lazily keeps cold starts short and lets tests start moto before any client
+exists. The endpoint comes from boto3's own ``AWS_ENDPOINT_URL`` setting, which is how the
+local stack points every client at its moto server.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+_lock = threading.Lock()
+
+
+@cache
+def _client(service: str, region: str | None) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        service, region_name=region, config=Config(retries={"mode": "standard", "max_attempts": 5})
+    )
+
+
+def client(service: str, region: str | None = None) -> Any:
+    """A shared client for ``service`` (thread-safe creation; boto3 clients are thread-safe)."""
+    with _lock:
+        return _client(service, region)
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests that switch credentials or endpoints between cases)."""
+    with _lock:
+        _client.cache_clear()

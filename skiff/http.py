@@ -1,0 +1,130 @@
+"""HTTP plumbing shared by the API Lambdas: one place maps errors to status codes.
+
+Both APIs answer errors as ``{"error": {"code": ..., "message": ...}}``. A client mistake is
+a 4xx with a message that says what was expected; only our own faults are 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
+
+from skiff.errors import (
+    ConflictError,
+    ModelUnavailableError,
+    NotFoundError,
+    NothingInProductionError,
+    RegistryError,
+    RequestError,
+    UnsupportedMediaTypeError,
+)
+
+RETRY_AFTER_SECONDS = 30
+_metrics: Metrics | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: ErrorDetail
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    if _metrics is not None:
+        _metrics.add_metric(name="ClientErrors" if status < 500 else "ServerErrors", unit=MetricUnit.Count, value=1)
+        _metrics.add_metric(name=f"Errors_{code}", unit=MetricUnit.Count, value=1)
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"error": {"code": code, "message": message}}),
+        headers=headers,
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        if error.get("type") == "json_invalid":
+            return "expected a JSON body (got: malformed JSON)"
+        got = error.get("input")
+        problems.append(
+            f"{where}: {error.get('msg', 'invalid')}" + (f" (got: {json.dumps(got)[:60]})" if got is not None else "")
+        )
+    return "; ".join(problems) or "invalid request"
+
+
+def _not_json(event: Any) -> UnsupportedMediaTypeError | None:
+    if event.http_method not in ("POST", "PUT", "PATCH"):
+        return None
+    content_type = (event.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return None
+    return UnsupportedMediaTypeError(
+        f"expected content-type application/json (got: {content_type or 'no content-type'})"
+    )
+
+
+def require_json(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
+    """Middleware: 415 unless a body-carrying request says it is JSON.
+
+    Powertools validates the body before any middleware runs, so a non-JSON body is first
+    seen as a validation error; the handler for those asks the same question (see below).
+    """
+    if (error := _not_json(app.current_event)) is not None:
+        raise error
+    return next_middleware(app)
+
+
+def install_error_handlers(app: APIGatewayHttpResolver, metrics: Metrics | None = None) -> None:
+    """Map every Skiff error to its status code, counting each answer in ``metrics``."""
+    global _metrics
+    _metrics = metrics
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(exc: RequestValidationError) -> Response:
+        if (media := _not_json(app.current_event)) is not None:
+            return error_response(415, "unsupported_media_type", str(media))
+        return error_response(400, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(RequestError)
+    def client_error(exc: RequestError) -> Response:
+        codes = {400: "invalid_request", 413: "payload_too_large", 415: "unsupported_media_type"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "invalid_request"), str(exc))
+
+    @app.exception_handler(NotFoundError)
+    def not_found_error(exc: NotFoundError) -> Response:
+        return error_response(404, "not_found", str(exc))
+
+    @app.exception_handler(NothingInProductionError)
+    def nothing_in_production(exc: NothingInProductionError) -> Response:
+        return error_response(503, "no_production_model", str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    @app.exception_handler(ModelUnavailableError)
+    def model_unavailable(exc: ModelUnavailableError) -> Response:
+        return error_response(503, "model_unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    @app.exception_handler(ConflictError)
+    def conflict(exc: ConflictError) -> Response:
+        return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(RegistryError)
+    def registry_error(exc: RegistryError) -> Response:
+        return error_response(400, "invalid_request", str(exc))
+
+    @app.not_found
+    def unknown_route(exc: Any) -> Response:
+        event = app.current_event
+        return error_response(
+            404, "unknown_route", f"expected one of this API's routes (got: {event.http_method} {event.path})"
+        )

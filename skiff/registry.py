@@ -1,0 +1,453 @@
+"""The model registry on one DynamoDB table.
+
+Items (partition key ``pk``, sort key ``sk``):
+
+- ``VERSION`` / ``<version>``: one model version — status, metrics summary, artifact
+  location and manifest sha256, lineage, timestamps. Version ids sort by creation time.
+- ``ALIAS`` / ``production``: which version serves, a revision counter, and the stack of
+  earlier production versions that ``rollback`` returns to.
+- ``HISTORY#production`` / ``REV#<revision>``: one entry per promote or rollback.
+- ``AUDIT`` / ``<time>#<id>``: every change, with who and why.
+
+Promote and rollback are single DynamoDB transactions guarded by the alias revision
+(optimistic concurrency): of two concurrent changes one commits and the other re-reads and
+retries, so there is never a second production version and never a lost history entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from skiff.aws import client
+from skiff.errors import ConflictError, NotFoundError, RegistryError
+
+CANDIDATE, PRODUCTION, RETIRED, REJECTED, FAILED = "candidate", "production", "retired", "rejected", "failed"
+STATUSES = (CANDIDATE, PRODUCTION, RETIRED, REJECTED, FAILED)
+PROMOTABLE = (CANDIDATE, RETIRED)
+ALIAS = "production"
+MAX_ROLLBACK_DEPTH = 50
+MAX_ATTEMPTS = 40
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """``v20261122-184501123-a1b2``: sorts by creation time (ms), unique by its random tail."""
+    now = now or datetime.now(UTC)
+    return f"v{now:%Y%m%d-%H%M%S}{now.microsecond // 1000:03d}-{secrets.token_hex(2)}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What the registry keeps of an artifact's metrics.json: enough to compare and explain."""
+    evaluation, parity = metrics["eval"], metrics["parity"]
+    return {
+        "accuracy": evaluation["int8"]["accuracy"],
+        "macro_f1": evaluation["int8"]["macro_f1"],
+        "f1_per_label": {label: row["f1"] for label, row in evaluation["int8"]["per_class"].items()},
+        "majority_baseline_accuracy": evaluation["majority_baseline_accuracy"],
+        "eval_rows": evaluation["rows"],
+        "eval_kind": evaluation["kind"],
+        "parity_passed": parity["passed"],
+        "parity_label_agreement": parity["label_agreement"],
+        "int8_bytes": metrics["sizes"]["model.int8.onnx"],
+    }
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    status: str
+    created_at: str
+    updated_at: str
+    model_family: str = "bag"
+    artifact_uri: str | None = None
+    manifest_sha256: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    status_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    revision: int
+    action: str
+    version: str
+    previous_version: str | None
+    reason: str
+    actor: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# DynamoDB has no floats: numbers travel as Decimal. JSON is the neutral ground both ways.
+def _to_item(body: Mapping[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeSerializer
+
+    plain = json.loads(json.dumps(body), parse_float=Decimal)
+    serializer = TypeSerializer()
+    return {k: serializer.serialize(v) for k, v in plain.items() if v is not None}
+
+
+def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    plain = {k: deserializer.deserialize(v) for k, v in item.items()}
+    return json.loads(json.dumps(plain, default=lambda d: int(d) if d == d.to_integral_value() else float(d)))
+
+
+def _values(**values: Any) -> dict[str, Any]:
+    return {f":{k}": v for k, v in _to_item(values).items()}
+
+
+class Registry:
+    """Register, list, promote and roll back model versions. Thread-safe."""
+
+    def __init__(self, table_name: str, dynamodb: Any | None = None) -> None:
+        self.table = table_name
+        self._dynamodb = dynamodb
+
+    @property
+    def dynamodb(self) -> Any:
+        if self._dynamodb is None:
+            self._dynamodb = client("dynamodb")
+        return self._dynamodb
+
+    # ---- reads -------------------------------------------------------------------------
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        response = self.dynamodb.get_item(TableName=self.table, Key=_to_item({"pk": pk, "sk": sk}), ConsistentRead=True)
+        return _from_item(response["Item"]) if "Item" in response else None
+
+    def get(self, version: str) -> ModelVersion:
+        item = self._get("VERSION", version)
+        if item is None:
+            raise NotFoundError(f"expected a registered model version (got: {version!r}, which does not exist)")
+        return _version(item)
+
+    def _alias(self) -> dict[str, Any] | None:
+        return self._get("ALIAS", ALIAS)
+
+    def production_version(self) -> str | None:
+        """The version id that serves now, or None before the first promotion."""
+        alias = self._alias()
+        return alias["version"] if alias else None
+
+    def production(self) -> ModelVersion | None:
+        version = self.production_version()
+        return self.get(version) if version else None
+
+    def list_versions(self, limit: int = 20, cursor: str | None = None) -> tuple[list[ModelVersion], str | None]:
+        """Newest first; pass the returned cursor back for the next page (None: no more)."""
+        if not 1 <= limit <= 100:
+            raise RegistryError(f"limit should be between 1 and 100 (got: {limit})")
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": _values(pk="VERSION"),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            request["ExclusiveStartKey"] = _decode_cursor(cursor)
+        response = self.dynamodb.query(**request)
+        following = response.get("LastEvaluatedKey")
+        return [_version(_from_item(i)) for i in response["Items"]], _encode_cursor(following) if following else None
+
+    def history(self, limit: int = 100) -> list[AliasChange]:
+        """Production alias changes, newest first."""
+        response = self.dynamodb.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=_values(pk=f"HISTORY#{ALIAS}"),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [_change(_from_item(i)) for i in response["Items"]]
+
+    def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        response = self.dynamodb.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues=_values(pk="AUDIT"),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [_from_item(i) for i in response["Items"]]
+
+    # ---- writes ------------------------------------------------------------------------
+    def _audit_put(self, action: str, version: str, actor: str, reason: str, **detail: Any) -> dict[str, Any]:
+        at = _now()
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": _to_item(
+                    {
+                        "pk": "AUDIT",
+                        "sk": f"{at}#{secrets.token_hex(4)}",
+                        "action": action,
+                        "version": version,
+                        "actor": actor,
+                        "reason": reason,
+                        "at": at,
+                        "detail": detail or None,
+                    }
+                ),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def register(
+        self,
+        *,
+        artifact_uri: str | None,
+        manifest_sha256: str | None,
+        metrics: Mapping[str, Any],
+        lineage: Mapping[str, Any],
+        model_family: str = "bag",
+        status: str = CANDIDATE,
+        status_reason: str | None = None,
+        version: str | None = None,
+        actor: str = "skiff",
+    ) -> ModelVersion:
+        """Record a new version as a candidate (or as failed, for a job that produced nothing)."""
+        if status not in (CANDIDATE, FAILED):
+            raise RegistryError(f"expected a new version to be {CANDIDATE!r} or {FAILED!r} (got: {status!r})")
+        if status == CANDIDATE and not (artifact_uri and manifest_sha256):
+            raise RegistryError("expected a candidate to have an artifact_uri and manifest_sha256 (got: none)")
+        now = _now()
+        model = ModelVersion(
+            version=version or new_version_id(),
+            status=status,
+            created_at=now,
+            updated_at=now,
+            model_family=model_family,
+            artifact_uri=artifact_uri,
+            manifest_sha256=manifest_sha256,
+            metrics=dict(metrics),
+            lineage=dict(lineage),
+            status_reason=status_reason,
+        )
+        try:
+            self.dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": _to_item({"pk": "VERSION", "sk": model.version, **model.to_dict()}),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    self._audit_put("register", model.version, actor, status_reason or f"registered as {status}"),
+                ]
+            )
+        except ClientError as exc:
+            if _cancelled(exc):
+                raise ConflictError(f"expected a new version id (got: {model.version!r}, already registered)") from exc
+            raise
+        return model
+
+    def reject(self, version: str, reason: str, actor: str = "quality-gate") -> ModelVersion:
+        """A candidate that must never serve: record why."""
+        try:
+            self.dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _to_item({"pk": "VERSION", "sk": version}),
+                            "UpdateExpression": "SET #s = :new, status_reason = :reason, updated_at = :at",
+                            "ConditionExpression": "#s = :candidate",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": _values(
+                                new=REJECTED, reason=reason, at=_now(), candidate=CANDIDATE
+                            ),
+                        }
+                    },
+                    self._audit_put("reject", version, actor, reason),
+                ]
+            )
+        except ClientError as exc:
+            if _cancelled(exc):
+                current = self.get(version)  # raises NotFoundError for an unknown version
+                raise ConflictError(
+                    f"expected version {version} to be a {CANDIDATE} to reject it (got: {current.status})"
+                ) from exc
+            raise
+        return self.get(version)
+
+    def promote(self, version: str, reason: str, actor: str = "skiff") -> AliasChange:
+        """Make ``version`` serve; the current production version becomes retired."""
+        _require_reason(reason)
+
+        def plan(alias: dict[str, Any] | None) -> tuple[str, list[str]]:
+            target = self.get(version)
+            if alias and alias["version"] == version:
+                raise ConflictError(f"expected a version other than production (got: {version}, already production)")
+            if target.status not in PROMOTABLE:
+                why = f": {target.status_reason}" if target.status_reason else ""
+                raise ConflictError(
+                    f"expected a {' or '.join(PROMOTABLE)} version to promote (got: {version} is {target.status}{why})"
+                )
+            stack = list(alias["stack"]) if alias else []
+            if alias:
+                stack = (stack + [alias["version"]])[-MAX_ROLLBACK_DEPTH:]
+            return target.status, stack
+
+        return self._move_alias("promote", version, plan, reason, actor)
+
+    def rollback(self, reason: str, actor: str = "skiff") -> AliasChange:
+        """Return production to the version that served before the current one."""
+        _require_reason(reason)
+        target: dict[str, str] = {}
+
+        def plan(alias: dict[str, Any] | None) -> tuple[str, list[str]]:
+            if not alias:
+                raise ConflictError("expected a production version to roll back from (got: nothing promoted yet)")
+            if not alias["stack"]:
+                raise ConflictError(
+                    f"expected an earlier production version to roll back to (got: none before {alias['version']})"
+                )
+            target["version"] = alias["stack"][-1]
+            return self.get(target["version"]).status, list(alias["stack"][:-1])
+
+        return self._move_alias("rollback", lambda: target["version"], plan, reason, actor)
+
+    def _move_alias(
+        self,
+        action: str,
+        version: str | Callable[[], str],
+        plan: Callable[[dict[str, Any] | None], tuple[str, list[str]]],
+        reason: str,
+        actor: str,
+    ) -> AliasChange:
+        for attempt in range(MAX_ATTEMPTS):
+            alias = self._alias()
+            target_status, stack = plan(alias)
+            target = version() if callable(version) else version
+            previous = alias["version"] if alias else None
+            revision = (alias["revision"] if alias else 0) + 1
+            at = _now()
+            change = AliasChange(revision, action, target, previous, reason, actor, at)
+            items: list[dict[str, Any]] = [
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": _to_item({"pk": "VERSION", "sk": target}),
+                        "UpdateExpression": "SET #s = :production, updated_at = :at REMOVE status_reason",
+                        "ConditionExpression": "#s = :seen",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": _values(production=PRODUCTION, at=at, seen=target_status),
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _to_item(
+                            {
+                                "pk": "ALIAS",
+                                "sk": ALIAS,
+                                "version": target,
+                                "revision": revision,
+                                "stack": stack,
+                                "reason": reason,
+                                "actor": actor,
+                                "updated_at": at,
+                            }
+                        ),
+                        "ConditionExpression": "revision = :revision" if alias else "attribute_not_exists(pk)",
+                        **({"ExpressionAttributeValues": _values(revision=revision - 1)} if alias else {}),
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _to_item({"pk": f"HISTORY#{ALIAS}", "sk": f"REV#{revision:010d}", **change.to_dict()}),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                self._audit_put(action, target, actor, reason, previous_version=previous, revision=revision),
+            ]
+            if previous:
+                items.append(
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": _to_item({"pk": "VERSION", "sk": previous}),
+                            "UpdateExpression": "SET #s = :retired, updated_at = :at",
+                            "ConditionExpression": "#s = :production",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": _values(retired=RETIRED, at=at, production=PRODUCTION),
+                        }
+                    }
+                )
+            try:
+                self.dynamodb.transact_write_items(TransactItems=items)
+                return change
+            except ClientError as exc:
+                if not _cancelled(exc) and exc.response["Error"]["Code"] != "TransactionConflictException":
+                    raise
+                # Someone else moved the alias (or the target) first: re-read and re-plan.
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise ConflictError(f"expected to {action} within {MAX_ATTEMPTS} attempts (got: constant concurrent changes)")
+
+
+def _require_reason(reason: str) -> None:
+    if not isinstance(reason, str) or not reason.strip():
+        raise RegistryError("expected a non-empty reason (got: empty); say why production changes")
+
+
+def _cancelled(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in ("TransactionCanceledException", "ConditionalCheckFailedException")
+
+
+def _version(item: dict[str, Any]) -> ModelVersion:
+    return ModelVersion(**{k: v for k, v in item.items() if k not in ("pk", "sk")})
+
+
+def _change(item: dict[str, Any]) -> AliasChange:
+    return AliasChange(**{k: item.get(k) for k in AliasChange.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+def _encode_cursor(key: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if set(key) != {"pk", "sk"} or key["pk"] != {"S": "VERSION"}:
+            raise ValueError(key)
+        return key
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"expected a cursor returned by a previous page (got: {cursor[:40]!r})") from exc
+
+
+def create_table(table_name: str, dynamodb: Any | None = None) -> None:
+    """The table's shape (the Pulumi stack creates the same). For tests and the local stack."""
+    (dynamodb or client("dynamodb")).create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )

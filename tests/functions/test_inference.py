@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from functions.inference import handler
+from tests.conftest import ROOT
+from tests.events import http_event
+from tests.functions.conftest import BUCKET, Stack
+
+
+class Context:
+    function_name = "skiff-inference"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:skiff-inference"
+    aws_request_id = "req-1"
+
+
+@pytest.fixture(autouse=True)
+def fresh_container() -> None:
+    handler._server = None  # each test is a cold container
+
+
+def call(event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    response = handler.lambda_handler(event, Context())
+    return response["statusCode"], json.loads(response["body"]), response.get("headers", {})
+
+
+def predict(body: Any, **options: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return call(http_event("POST", "/predict", body, **options))
+
+
+@pytest.fixture
+def serving(stack: Stack, small_artifact: Path) -> str:
+    version = stack.publish(small_artifact)
+    stack.registry.promote(version, "first model")
+    return version
+
+
+def test_one_text_gets_label_scores_and_version(serving: str) -> None:
+    status, body, _ = predict({"text": "my parcel went to the wrong address"})
+    assert status == 200
+    assert body["model_version"] == serving
+    (prediction,) = body["predictions"]
+    assert prediction["label"] == "delivery"
+    assert set(prediction["scores"]) == {"account", "billing", "delivery", "technical"}
+
+
+def test_several_texts_are_answered_in_order(serving: str) -> None:
+    status, body, _ = predict({"texts": ["I was charged twice, refund please", "the app crashes on start"]})
+    assert status == 200
+    assert [p["label"] for p in body["predictions"]] == ["billing", "technical"]
+
+
+def test_serving_never_imports_torch(small_artifact: Path) -> None:
+    """In a fresh process (this one has torch loaded by training fixtures): serve, then look."""
+    code = f"""
+import json, sys
+import boto3
+from moto import mock_aws
+with mock_aws():
+    from skiff.registry import create_table
+    from tests.functions.conftest import Stack, TABLE, BUCKET
+    from skiff.registry import Registry
+    from skiff.artifact_store import ArtifactStore
+    from pathlib import Path
+    create_table(TABLE)
+    boto3.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={{"LocationConstraint": "eu-west-1"}})
+    stack = Stack(Registry(TABLE), ArtifactStore(BUCKET), Path("unused"))
+    stack.registry.promote(stack.publish(Path({str(small_artifact)!r})), "first")
+    from functions.inference import handler
+    from tests.events import http_event
+    from tests.functions.test_inference import Context
+    response = handler.lambda_handler(http_event("POST", "/predict", {{"text": "hello"}}), Context())
+    assert response["statusCode"] == 200, response
+    print(json.dumps(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))))
+"""
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "SKIFF_REGISTRY_TABLE": "skiff-registry",
+        "SKIFF_ARTIFACTS_BUCKET": "skiff-artifacts",
+        "SKIFF_MODEL_CACHE_DIR": str(small_artifact.parent / "cache-no-torch"),
+    }
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []
+
+
+def test_nothing_in_production_is_503_with_retry_after(stack: Stack) -> None:
+    status, body, headers = predict({"text": "hello"})
+    assert status == 503 and headers["Retry-After"] == "30"
+    assert body["error"]["code"] == "no_production_model"
+
+
+def test_malformed_json_is_400(serving: str) -> None:
+    status, body, _ = predict('{"text": "unclosed')
+    assert status == 400
+    assert body["error"]["message"] == "expected a JSON body (got: malformed JSON)"
+
+
+def test_wrong_type_is_400_naming_the_field(serving: str) -> None:
+    status, body, _ = predict({"text": 42})
+    assert status == 400 and "text" in body["error"]["message"]
+
+
+def test_unknown_field_is_400(serving: str) -> None:
+    status, body, _ = predict({"txt": "hello"})
+    assert status == 400 and "txt" in body["error"]["message"]
+
+
+def test_both_text_and_texts_is_400(serving: str) -> None:
+    status, body, _ = predict({"text": "a", "texts": ["b"]})
+    assert (status, body["error"]["message"]) == (400, "expected exactly one of 'text' or 'texts' (got: both)")
+
+
+def test_empty_texts_is_400(serving: str) -> None:
+    status, body, _ = predict({"texts": []})
+    assert (status, body["error"]["message"]) == (400, "expected at least one text (got: an empty list)")
+
+
+def test_too_many_texts_is_413(serving: str) -> None:
+    status, body, _ = predict({"texts": ["hello"] * 65})
+    assert (status, body["error"]["message"]) == (413, "expected at most 64 texts per request (got: 65)")
+
+
+def test_too_long_text_is_413(serving: str) -> None:
+    status, body, _ = predict({"text": "x" * 5001})
+    assert status == 413 and "at most 5000 characters (got: 5001 in text 0)" in body["error"]["message"]
+
+
+def test_limits_are_configurable(serving: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKIFF_MAX_TEXTS", "2")
+    assert predict({"texts": ["a", "b", "c"]})[0] == 413
+
+
+def test_not_json_is_415(serving: str) -> None:
+    status, body, _ = predict("text=hello", content_type="application/x-www-form-urlencoded")
+    assert status == 415
+    assert body["error"]["message"] == "expected content-type application/json (got: application/x-www-form-urlencoded)"
+
+
+def test_missing_content_type_is_415(serving: str) -> None:
+    assert predict({"text": "hello"}, content_type=None)[0] == 415
+
+
+def test_unknown_route_is_404(serving: str) -> None:
+    status, body, _ = call(http_event("POST", "/predictions", {"text": "hello"}))
+    assert status == 404 and body["error"]["code"] == "unknown_route"
+
+
+def test_wrong_method_is_404(serving: str) -> None:
+    assert call(http_event("GET", "/predict"))[0] == 404
+
+
+def test_new_production_version_is_served_after_promotion(stack: Stack, serving: str, small_artifact: Path) -> None:
+    assert predict({"text": "hello"})[1]["model_version"] == serving
+    newer = stack.publish(small_artifact)
+    stack.registry.promote(newer, "newer")
+    assert predict({"text": "hello"})[1]["model_version"] == newer
+
+
+def test_tampered_new_version_is_refused_and_the_old_keeps_serving(
+    stack: Stack, serving: str, small_artifact: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert predict({"text": "hello"})[1]["model_version"] == serving
+    newer = stack.publish(small_artifact)
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=BUCKET, Key=f"models/{newer}/model.int8.onnx", Body=b"not the model that was trained")
+    stack.registry.promote(newer, "newer")
+    status, body, _ = predict({"text": "hello"})
+    assert (status, body["model_version"]) == (200, serving)
+
+
+def test_tampered_only_version_is_a_503_not_a_crash(stack: Stack, small_artifact: Path) -> None:
+    version = stack.publish(small_artifact)
+    boto3.client("s3").put_object(Bucket=BUCKET, Key=f"models/{version}/labels.json", Body=b'["x","y"]')
+    stack.registry.promote(version, "first")
+    status, body, _ = predict({"text": "hello"})
+    assert status == 503 and "labels.json" in body["error"]["message"]
+
+
+def test_model_switch_under_a_request_loop_fails_no_request(stack: Stack, serving: str, small_artifact: Path) -> None:
+    newer = stack.publish(small_artifact)
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set() or len(answers) < 20:
+            status, body, _ = predict({"text": "my card was declined"})
+            answers.append((status, body.get("model_version", "")))
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    while len(answers) < 20:
+        pass
+    stack.registry.promote(newer, "switch under load")
+    seen_new = len(answers)
+    while len(answers) < seen_new + 20:
+        pass
+    stop.set()
+    worker.join()
+    assert all(status == 200 for status, _ in answers)
+    assert {version for _, version in answers} == {serving, newer}
+    assert answers[-1][1] == newer
