@@ -11,8 +11,11 @@ from typing import Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 
 from skiff.errors import (
@@ -26,7 +29,6 @@ from skiff.errors import (
 )
 
 RETRY_AFTER_SECONDS = 30
-_metrics: Metrics | None = None
 
 
 class ErrorDetail(BaseModel):
@@ -37,18 +39,6 @@ class ErrorDetail(BaseModel):
 class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     error: ErrorDetail
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    if _metrics is not None:
-        _metrics.add_metric(name="ClientErrors" if status < 500 else "ServerErrors", unit=MetricUnit.Count, value=1)
-        _metrics.add_metric(name=f"Errors_{code}", unit=MetricUnit.Count, value=1)
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=json.dumps({"error": {"code": code, "message": message}}),
-        headers=headers,
-    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -88,14 +78,28 @@ def require_json(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
 
 def install_error_handlers(app: APIGatewayHttpResolver, metrics: Metrics | None = None) -> None:
     """Map every Skiff error to its status code, counting each answer in ``metrics``."""
-    global _metrics
-    _metrics = metrics
+
+    def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+        if metrics is not None:
+            metrics.add_metric(name="ClientErrors" if status < 500 else "ServerErrors", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=f"Errors_{code}", unit=MetricUnit.Count, value=1)
+        return Response(
+            status_code=status,
+            content_type=content_types.APPLICATION_JSON,
+            body=json.dumps({"error": {"code": code, "message": message}}),
+            headers=headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(exc: RequestValidationError) -> Response:
         if (media := _not_json(app.current_event)) is not None:
             return error_response(415, "unsupported_media_type", str(media))
         return error_response(400, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def unsupported_content_type(exc: RequestUnsupportedContentType) -> Response:
+        media = _not_json(app.current_event)
+        return error_response(415, "unsupported_media_type", str(media or exc))
 
     @app.exception_handler(RequestError)
     def client_error(exc: RequestError) -> Response:

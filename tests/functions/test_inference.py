@@ -150,6 +150,11 @@ def test_not_json_is_415(serving: str) -> None:
     assert body["error"]["message"] == "expected content-type application/json (got: application/x-www-form-urlencoded)"
 
 
+def test_plain_text_is_415_in_the_same_error_format(serving: str) -> None:
+    status, body, _ = predict("hello", content_type="text/plain")
+    assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
+
+
 def test_missing_content_type_is_415(serving: str) -> None:
     assert predict({"text": "hello"}, content_type=None)[0] == 415
 

@@ -1,0 +1,143 @@
+"""Registry admin API Lambda (IAM-authorized in the stack; inputs validated here regardless).
+
+GET  /models                      versions, newest first (?limit=&cursor=)
+GET  /models/production           the serving version and the alias history
+GET  /models/{version}            one version
+POST /models/{version}/promote    {"reason": "..."}
+POST /rollback                    {"reason": "..."}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from skiff import settings
+from skiff.http import ErrorBody, install_error_handlers, require_json
+from skiff.registry import Registry
+
+logger = Logger(service="skiff-registry-api")
+metrics = Metrics(namespace="Skiff", service="registry-api")
+app = APIGatewayHttpResolver(enable_validation=True)
+install_error_handlers(app, metrics)
+app.use(middlewares=[require_json])
+
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+VersionId = Annotated[str, Path(pattern=VERSION_PATTERN, description="a registered model version id")]
+
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    global _registry
+    if _registry is None:
+        _registry = Registry(settings.require("SKIFF_REGISTRY_TABLE"))
+    return _registry
+
+
+def actor() -> str:
+    """Who asked: the IAM principal API Gateway verified, else the caller's source IP."""
+    context = app.current_event.request_context
+    iam = context.authorizer.iam if context.authorizer else None
+    if iam is not None and iam.user_arn:
+        return iam.user_arn
+    return f"unauthenticated:{context.http.source_ip}"
+
+
+class ChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reason: str = Field(min_length=1, max_length=500, description="why production changes (kept in the audit trail)")
+
+
+class ModelVersionBody(BaseModel):
+    version: str
+    status: str
+    created_at: str
+    updated_at: str
+    model_family: str
+    artifact_uri: str | None
+    manifest_sha256: str | None
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    status_reason: str | None
+
+
+class ModelPage(BaseModel):
+    models: list[ModelVersionBody]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
+
+
+class AliasChangeBody(BaseModel):
+    revision: int
+    action: str
+    version: str
+    previous_version: str | None
+    reason: str
+    actor: str
+    at: str
+
+
+class ProductionBody(BaseModel):
+    production: ModelVersionBody | None
+    history: list[AliasChangeBody]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"model": ErrorBody}}}
+    for code, text in {
+        400: "invalid input",
+        404: "unknown version or route",
+        409: "the registry's state forbids it",
+        415: "body is not JSON",
+    }.items()
+}
+
+
+@app.get("/models", summary="List model versions, newest first", responses=ERRORS)
+def list_models(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query(max_length=2048)] = None
+) -> ModelPage:
+    versions, following = registry().list_versions(limit=limit, cursor=cursor)
+    return ModelPage(models=[ModelVersionBody(**v.to_dict()) for v in versions], next_cursor=following)
+
+
+@app.get("/models/production", summary="The serving version and the alias history", responses=ERRORS)
+def production() -> ProductionBody:
+    current = registry().production()
+    return ProductionBody(
+        production=ModelVersionBody(**current.to_dict()) if current else None,
+        history=[AliasChangeBody(**c.to_dict()) for c in registry().history(limit=50)],
+    )
+
+
+@app.get("/models/<version>", summary="One model version", responses=ERRORS)
+def get_model(version: VersionId) -> ModelVersionBody:
+    return ModelVersionBody(**registry().get(version).to_dict())
+
+
+@app.post("/models/<version>/promote", summary="Make a version serve", responses=ERRORS)
+def promote(version: VersionId, request: ChangeRequest) -> AliasChangeBody:
+    change = registry().promote(version, request.reason, actor=actor())
+    metrics.add_metric(name="Promotions", unit=MetricUnit.Count, value=1)
+    logger.info("promoted", extra={"model_version": version, "revision": change.revision, "actor": change.actor})
+    return AliasChangeBody(**change.to_dict())
+
+
+@app.post("/rollback", summary="Return production to the previous version", responses=ERRORS)
+def rollback(request: ChangeRequest) -> AliasChangeBody:
+    change = registry().rollback(request.reason, actor=actor())
+    metrics.add_metric(name="Rollbacks", unit=MetricUnit.Count, value=1)
+    logger.info("rolled back", extra={"model_version": change.version, "revision": change.revision})
+    return AliasChangeBody(**change.to_dict())
+
+
+@logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

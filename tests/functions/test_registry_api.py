@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from functions.registry_api import handler
+from skiff.registry import RETIRED
+from tests.events import http_event
+from tests.functions.conftest import Stack
+from tests.functions.test_inference import Context
+
+ADMIN = "arn:aws:sts::123456789012:assumed-role/Admin/alice"
+
+
+@pytest.fixture(autouse=True)
+def fresh_container() -> None:
+    handler._registry = None
+
+
+def call(method: str, path: str, body: Any = None, **options: Any) -> tuple[int, dict[str, Any]]:
+    options.setdefault("iam_user_arn", ADMIN)
+    response = handler.lambda_handler(http_event(method, path, body, **options), Context())
+    return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.fixture
+def versions(stack: Stack) -> list[str]:
+    metrics = {"accuracy": 0.98}
+    return [
+        stack.registry.register(
+            artifact_uri="s3://b/models/x/", manifest_sha256="ab" * 32, metrics=metrics, lineage={}
+        ).version
+        for _ in range(3)
+    ]
+
+
+def test_list_is_newest_first_with_a_cursor(versions: list[str]) -> None:
+    status, page = call("GET", "/models", query={"limit": "2"})
+    assert status == 200
+    assert [m["version"] for m in page["models"]] == versions[::-1][:2]
+    status, rest = call("GET", "/models", query={"limit": "2", "cursor": page["next_cursor"]})
+    assert [m["version"] for m in rest["models"]] == versions[:1] and rest["next_cursor"] is None
+
+
+def test_list_limit_is_validated(versions: list[str]) -> None:
+    status, body = call("GET", "/models", query={"limit": "1000"})
+    assert status == 400 and "limit" in body["error"]["message"]
+
+
+def test_bad_cursor_is_400(versions: list[str]) -> None:
+    status, body = call("GET", "/models", query={"cursor": "garbage"})
+    assert status == 400 and "expected a cursor returned by a previous page" in body["error"]["message"]
+
+
+def test_get_one_version(versions: list[str]) -> None:
+    status, body = call("GET", f"/models/{versions[0]}")
+    assert (status, body["version"], body["status"]) == (200, versions[0], "candidate")
+
+
+def test_unknown_version_is_404(versions: list[str]) -> None:
+    status, body = call("GET", "/models/v19990101-000000000-0000")
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def test_malformed_version_id_is_400(versions: list[str]) -> None:
+    status, _ = call("GET", "/models/..%2F..%2Fetc")
+    assert status in (400, 404)
+    status, body = call("POST", "/models/$bad/promote", {"reason": "x"})
+    assert status == 400 and "version" in body["error"]["message"]
+
+
+def test_promote_records_the_iam_caller_as_actor(stack: Stack, versions: list[str]) -> None:
+    status, change = call("POST", f"/models/{versions[0]}/promote", {"reason": "first model"})
+    assert status == 200
+    assert (change["version"], change["actor"], change["revision"]) == (versions[0], ADMIN, 1)
+    assert stack.registry.production_version() == versions[0]
+
+
+def test_promote_without_reason_is_400(versions: list[str]) -> None:
+    status, body = call("POST", f"/models/{versions[0]}/promote", {})
+    assert status == 400 and "reason" in body["error"]["message"]
+
+
+def test_promote_with_non_json_body_is_415(versions: list[str]) -> None:
+    status, body = call("POST", f"/models/{versions[0]}/promote", "reason=x", content_type="text/plain")
+    assert (status, body["error"]["message"]) == (415, "expected content-type application/json (got: text/plain)")
+
+
+def test_promoting_a_rejected_version_is_409_with_the_reason(stack: Stack, versions: list[str]) -> None:
+    stack.registry.reject(versions[0], "accuracy below production")
+    status, body = call("POST", f"/models/{versions[0]}/promote", {"reason": "try"})
+    assert status == 409 and "rejected: accuracy below production" in body["error"]["message"]
+
+
+def test_rollback_returns_to_the_previous_version(stack: Stack, versions: list[str]) -> None:
+    call("POST", f"/models/{versions[0]}/promote", {"reason": "one"})
+    call("POST", f"/models/{versions[1]}/promote", {"reason": "two"})
+    status, change = call("POST", "/rollback", {"reason": "error rate alarm"})
+    assert (status, change["version"], change["previous_version"]) == (200, versions[0], versions[1])
+    assert stack.registry.get(versions[1]).status == RETIRED
+
+
+def test_rollback_with_nothing_to_return_to_is_409(versions: list[str]) -> None:
+    status, body = call("POST", "/rollback", {"reason": "oops"})
+    assert status == 409 and "nothing promoted yet" in body["error"]["message"]
+
+
+def test_production_shows_version_and_history(versions: list[str]) -> None:
+    call("POST", f"/models/{versions[0]}/promote", {"reason": "one"})
+    status, body = call("GET", "/models/production")
+    assert status == 200
+    assert body["production"]["version"] == versions[0]
+    assert [h["reason"] for h in body["history"]] == ["one"]
+
+
+def test_production_before_any_promotion_is_null(versions: list[str]) -> None:
+    assert call("GET", "/models/production") == (200, {"production": None, "history": []})
+
+
+def test_unknown_route_is_404(versions: list[str]) -> None:
+    status, body = call("DELETE", f"/models/{versions[0]}")
+    assert status == 404 and body["error"]["code"] == "unknown_route"
