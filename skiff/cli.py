@@ -188,6 +188,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from skiff.bundle import build_all
+
+    with console.status(f"building Lambda packages for {args.arch}…"):
+        report = build_all(Path(args.out), args.arch)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    table = Table(title=f"Lambda packages ({args.arch}); limits: 250 MB unzipped incl. layers, 50 MB zipped")
+    for column in ("package", "unzipped MB", "zipped MB"):
+        table.add_column(column, justify="right" if column != "package" else "left")
+    for package in (report.layer, *report.functions.values()):
+        table.add_row(
+            Path(package.path).name, f"{package.unzipped_bytes / 1e6:.1f}", f"{package.zipped_bytes / 1e6:.2f}"
+        )
+    out.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skiff", description="Serverless model operations for text classifiers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--hp", action="append", default=["epochs=5"], metavar="NAME=VALUE")
     demo.set_defaults(func=cmd_demo)
+    bundle = commands.add_parser("bundle", help="build the Lambda function zips and dependency layer")
+    bundle.add_argument("--arch", choices=["arm64", "x86_64"], default="arm64")
+    bundle.add_argument("--out", default="build/lambda", help="output directory")
+    bundle.add_argument("--json", action="store_true")
+    bundle.set_defaults(func=cmd_bundle)
     return parser
 
 

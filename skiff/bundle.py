@@ -1,0 +1,176 @@
+"""Build the Lambda deployment packages: one zip per function and a shared dependency layer.
+
+Dependencies are installed for the target, not for this machine:
+``pip install --platform <manylinux tag> --only-binary=:all: --python-version 3.12``, so an
+arm64 layer can be built on x86_64. What is not needed at run time (tests, headers, type
+stubs, onnxruntime's training and tooling packages) is dropped, sizes are reported, and the
+build fails above Lambda's limits instead of failing at deploy time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from skiff.errors import ConfigError, SkiffError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLATFORMS = {
+    "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64"),
+    "arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
+}
+LAMBDA_PYTHON = "3.12"
+UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + all layers
+DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # zipped, per package uploaded without S3
+
+# What each function needs beyond the Lambda Python runtime (which already has boto3).
+LAYER_REQUIREMENTS = ("onnxruntime>=1.20", "numpy>=1.26", "aws-lambda-powertools>=3.0", "pydantic>=2.6")
+FUNCTIONS = ("inference", "registry_api")
+
+PRUNE = (
+    "*/__pycache__",
+    "*.pyc",
+    "*/tests",
+    "*/test",
+    "*/testing",
+    "*.pyi",
+    "*/include",
+    "bin",
+    "numpy/_core/lib/pkgconfig",
+    "numpy/f2py",
+    "numpy/distutils",
+    "numpy/typing",
+    "onnxruntime/tools",
+    "onnxruntime/transformers",
+    "onnxruntime/quantization",
+    "onnxruntime/datasets",
+    "onnxruntime/backend",
+    "*.dist-info/RECORD",
+    "*.dist-info/INSTALLER",
+    "*.dist-info/REQUESTED",
+)
+# skiff modules that only the CLI, training or the local stack use.
+FUNCTION_EXCLUDES = ("skiff/cli.py", "skiff/demo_data.py", "skiff/local", "skiff/bundle.py", "*/__pycache__")
+
+
+class BundleTooLargeError(SkiffError):
+    """A package is above a Lambda limit."""
+
+
+@dataclass(frozen=True)
+class PackageSize:
+    path: str
+    unzipped_bytes: int
+    zipped_bytes: int
+
+
+@dataclass
+class BundleReport:
+    architecture: str
+    layer: PackageSize
+    functions: dict[str, PackageSize] = field(default_factory=dict)
+
+    def check_limits(self) -> None:
+        problems = []
+        for name, package in self.functions.items():
+            total = package.unzipped_bytes + self.layer.unzipped_bytes
+            if total > UNZIPPED_LIMIT:
+                problems.append(f"{name} + layer unzipped: expected <= {UNZIPPED_LIMIT} bytes (got: {total})")
+        for package in (self.layer, *self.functions.values()):
+            if package.zipped_bytes > DIRECT_UPLOAD_LIMIT:
+                problems.append(
+                    f"{Path(package.path).name} zipped: expected <= {DIRECT_UPLOAD_LIMIT} bytes (got: {package.zipped_bytes})"
+                )
+        if problems:
+            raise BundleTooLargeError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _matches(relative: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch("/" + relative, "*/" + p.lstrip("*/")) for p in patterns)
+
+
+def prune(directory: Path, patterns: Sequence[str] = PRUNE) -> None:
+    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts)):
+        if path.exists() and _matches(str(path.relative_to(directory)), patterns):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _zip(source: Path, target: Path, prefix: str = "") -> PackageSize:
+    unzipped = 0
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                # Fixed timestamps: the same inputs give a byte-identical zip (stable deploy diffs).
+                info = zipfile.ZipInfo(prefix + str(path.relative_to(source)), date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = (0o755 if path.stat().st_mode & 0o111 else 0o644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, path.read_bytes())
+                unzipped += path.stat().st_size
+    return PackageSize(str(target), unzipped, target.stat().st_size)
+
+
+def build_layer(out_dir: Path, architecture: str, requirements: Sequence[str] = LAYER_REQUIREMENTS) -> PackageSize:
+    if architecture not in PLATFORMS:
+        raise ConfigError(f"architecture should be one of {sorted(PLATFORMS)} (got: {architecture!r})")
+    staging = out_dir / f"layer-{architecture}"
+    shutil.rmtree(staging, ignore_errors=True)
+    target = staging / "python"
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(target),
+        "--implementation",
+        "cp",
+        "--python-version",
+        LAMBDA_PYTHON,
+        "--only-binary=:all:",
+        *[f"--platform={p}" for p in PLATFORMS[architecture]],
+        *requirements,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SkiffError(f"expected pip to install the layer for {architecture} (got: {result.stderr.strip()[-800:]})")
+    prune(target)
+    return _zip(staging, out_dir / f"layer-{architecture}.zip")
+
+
+def build_function(out_dir: Path, name: str) -> PackageSize:
+    if name not in FUNCTIONS:
+        raise ConfigError(f"function should be one of {list(FUNCTIONS)} (got: {name!r})")
+    staging = out_dir / f"function-{name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "skiff", staging / "skiff", ignore=ignore)
+    prune(staging, FUNCTION_EXCLUDES)
+    (staging / "functions").mkdir()
+    shutil.copy(ROOT / "functions" / "__init__.py", staging / "functions" / "__init__.py")
+    shutil.copytree(ROOT / "functions" / name, staging / "functions" / name, ignore=ignore)
+    return _zip(staging, out_dir / f"function-{name}.zip")
+
+
+def build_all(out_dir: Path, architecture: str, functions: Sequence[str] = FUNCTIONS) -> BundleReport:
+    """Build the layer and every function for ``architecture``; raise if above a limit."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = BundleReport(architecture, build_layer(out_dir, architecture))
+    for name in functions:
+        report.functions[name] = build_function(out_dir, name)
+    (out_dir / f"report-{architecture}.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    report.check_limits()
+    return report
