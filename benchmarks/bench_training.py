@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SMS = ROOT.parent / "shared" / "data" / "sms-spam"
+from benchmarks.common import ROOT, SMS, fresh_process, latency_us, machine  # noqa: E402
+
 SHORT_TEXT = "Free entry in a weekly competition to win FA Cup final tickets, text FA to 87121"
 
 TORCH_SERVE = """
@@ -42,7 +39,7 @@ served = WithProbabilities(model).eval()
 ids = featurizer_from_spec(spec).encode([sys.argv[3]])["token_ids"]
 with torch.no_grad():
     served(torch.from_numpy(ids))
-print(time.perf_counter() - began, PEAK_RSS_KIB())
+print(time.time(), time.perf_counter() - began, PEAK_RSS_KIB())
 """
 
 ONNX_SERVE = """
@@ -51,40 +48,14 @@ began = time.perf_counter()
 from skiff.predictor import Predictor
 Predictor.from_directory(sys.argv[1], threads=1).predict([sys.argv[2]])
 assert "torch" not in sys.modules
-print(time.perf_counter() - began, PEAK_RSS_KIB())
-"""
-
-# Peak RSS read inside the child: a forked child's ru_maxrss starts at the parent's
-# high-water mark, so wait4's figure would report this (torch-laden) benchmark process.
-PEAK_RSS = """
-def PEAK_RSS_KIB():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
+print(time.time(), time.perf_counter() - began, PEAK_RSS_KIB())
 """
 
 
-def fresh_process(code: str, *args: str) -> tuple[float, float, float]:
-    """(wall seconds from spawn to first answer, in-process seconds, peak RSS MiB) of a new process."""
-    began = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", PEAK_RSS + code, *args], capture_output=True, cwd=ROOT, text=True)
-    wall = time.perf_counter() - began
-    if run.returncode != 0:
-        raise RuntimeError(f"child failed: {run.stderr[-2000:]}")
-    inner, peak_kib = run.stdout.split()
-    return wall, float(inner), int(peak_kib) / 1024
-
-
-def latency_us(run, repeats: int) -> dict[str, float]:
-    for _ in range(20):
-        run()
-    samples = []
-    for _ in range(repeats):
-        began = time.perf_counter_ns()
-        run()
-        samples.append((time.perf_counter_ns() - began) / 1000)
-    samples.sort()
-    return {"p50": statistics.median(samples), "p99": samples[int(len(samples) * 0.99) - 1]}
+def cold(code: str, *args: str) -> tuple[float, float, float]:
+    """(wall seconds from spawn to first answer, in-process seconds, peak RSS MiB)."""
+    spawned, (answered, inner, peak_kib) = fresh_process(code, *args)
+    return float(answered) - spawned, float(inner), int(peak_kib) / 1024
 
 
 def main() -> None:
@@ -146,7 +117,7 @@ def main() -> None:
         ("torch", TORCH_SERVE, (str(checkpoint), str(model_dir / "preprocessing.json"), SHORT_TEXT)),
         ("onnx_int8", ONNX_SERVE, (str(model_dir), SHORT_TEXT)),
     ):
-        runs = [fresh_process(code, *extra) for _ in range(3)]
+        runs = [cold(code, *extra) for _ in range(3)]
         cold[name] = {
             "wall_seconds_median": statistics.median(r[0] for r in runs),
             "in_process_seconds_median": statistics.median(r[1] for r in runs),
@@ -155,8 +126,7 @@ def main() -> None:
 
     evaluation = metrics["eval"]
     result = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.processor() or platform.platform()}",
-        "python": platform.python_version(),
+        "machine": machine(),
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
         "numpy": np.__version__,

@@ -90,8 +90,13 @@ class ArtifactStore:
         return replace(verified, directory=destination)
 
     def _download(self, bucket: str, key: str, path: Path) -> None:
+        # One GET streamed to disk: download_file's transfer manager (HEAD, ranged GETs,
+        # a thread pool) costs more than it saves for tens of MB on a cold Lambda.
         try:
-            self.s3.download_file(bucket, key, str(path))
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            with path.open("wb") as handle:
+                for chunk in body.iter_chunks(chunk_size=1 << 20):
+                    handle.write(chunk)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in ("404", "NoSuchKey", "NoSuchBucket"):

@@ -86,9 +86,8 @@ class BundleReport:
                 problems.append(f"{name} + layer unzipped: expected <= {UNZIPPED_LIMIT} bytes (got: {total})")
         for package in (self.layer, *self.functions.values()):
             if package.zipped_bytes > DIRECT_UPLOAD_LIMIT:
-                problems.append(
-                    f"{Path(package.path).name} zipped: expected <= {DIRECT_UPLOAD_LIMIT} bytes (got: {package.zipped_bytes})"
-                )
+                name, size = Path(package.path).name, package.zipped_bytes
+                problems.append(f"{name} zipped: expected <= {DIRECT_UPLOAD_LIMIT} bytes (got: {size})")
         if problems:
             raise BundleTooLargeError("; ".join(problems))
 

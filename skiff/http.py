@@ -7,6 +7,7 @@ a 4xx with a message that says what was expected; only our own faults are 5xx.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -76,8 +77,11 @@ def require_json(app: APIGatewayHttpResolver, next_middleware: Any) -> Any:
     return next_middleware(app)
 
 
-def install_error_handlers(app: APIGatewayHttpResolver, metrics: Metrics | None = None) -> None:
-    """Map every Skiff error to its status code, counting each answer in ``metrics``."""
+def install_error_handlers(app: APIGatewayHttpResolver, metrics: Metrics | None = None) -> Callable[..., Response]:
+    """Map every Skiff error to its status code, counting each answer in ``metrics``.
+
+    Returns the error-response builder, for a handler's own extra mappings.
+    """
 
     def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
         if metrics is not None:
@@ -132,3 +136,5 @@ def install_error_handlers(app: APIGatewayHttpResolver, metrics: Metrics | None 
         return error_response(
             404, "unknown_route", f"expected one of this API's routes (got: {event.http_method} {event.path})"
         )
+
+    return error_response

@@ -9,29 +9,50 @@ POST /rollback                    {"reason": "..."}
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from skiff import settings
+from skiff.aws import client
+from skiff.errors import RequestError
 from skiff.http import ErrorBody, install_error_handlers, require_json
 from skiff.registry import Registry
 
 logger = Logger(service="skiff-registry-api")
 metrics = Metrics(namespace="Skiff", service="registry-api")
 app = APIGatewayHttpResolver(enable_validation=True)
-install_error_handlers(app, metrics)
+error_response = install_error_handlers(app, metrics)
 app.use(middlewares=[require_json])
 
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
 VersionId = Annotated[str, Path(pattern=VERSION_PATTERN, description="a registered model version id")]
 
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+IDEMPOTENCY = IdempotencyConfig(
+    event_key_jmespath="[operation, version, idempotency_key]",
+    payload_validation_jmespath="reason",
+    expires_after_seconds=24 * 3600,
+)
+
 _registry: Registry | None = None
+_idempotent_change: Callable[..., dict[str, Any]] | None = None
 
 
 def registry() -> Registry:
@@ -39,6 +60,48 @@ def registry() -> Registry:
     if _registry is None:
         _registry = Registry(settings.require("SKIFF_REGISTRY_TABLE"))
     return _registry
+
+
+def _apply(change: dict[str, Any]) -> dict[str, Any]:
+    if change["operation"] == "promote":
+        return registry().promote(change["version"], change["reason"], actor=change["actor"]).to_dict()
+    return registry().rollback(change["reason"], actor=change["actor"]).to_dict()
+
+
+def change_production(change: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+    """Promote or roll back; with a key, a repeated request replays the first answer."""
+    global _idempotent_change
+    if idempotency_key is None:
+        return _apply(change)
+    if not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise RequestError(f"expected Idempotency-Key of 8-128 letters, digits or ._:- (got: {idempotency_key[:40]!r})")
+    if _idempotent_change is None:  # built on first use: the persistence layer creates a client
+        persistence = DynamoDBPersistenceLayer(
+            table_name=registry().table,
+            key_attr="pk",
+            sort_key_attr="sk",
+            static_pk_value="IDEMPOTENCY#registry-api",
+            boto3_client=client("dynamodb"),
+        )
+        config = IdempotencyConfig(
+            event_key_jmespath="[operation, version, idempotency_key]",
+            payload_validation_jmespath="reason",
+            expires_after_seconds=24 * 3600,
+        )
+        _idempotent_change = idempotent_function(
+            data_keyword_argument="change", persistence_store=persistence, config=config
+        )(lambda change: _apply(change))
+    return _idempotent_change(change={**change, "idempotency_key": idempotency_key})
+
+
+@app.exception_handler([IdempotencyValidationError, IdempotencyAlreadyInProgressError])
+def idempotency_conflict(exc: Exception) -> Response:
+    message = (
+        "expected the same body as the first request with this Idempotency-Key (got: a different reason)"
+        if isinstance(exc, IdempotencyValidationError)
+        else "expected the first request with this Idempotency-Key to have finished (got: still in progress)"
+    )
+    return error_response(409, "conflict", message)
 
 
 def actor() -> str:
@@ -123,21 +186,30 @@ def get_model(version: VersionId) -> ModelVersionBody:
 
 @app.post("/models/<version>/promote", summary="Make a version serve", responses=ERRORS)
 def promote(version: VersionId, request: ChangeRequest) -> AliasChangeBody:
-    change = registry().promote(version, request.reason, actor=actor())
+    change = change_production(
+        {"operation": "promote", "version": version, "reason": request.reason, "actor": actor()}, _idempotency_key()
+    )
     metrics.add_metric(name="Promotions", unit=MetricUnit.Count, value=1)
-    logger.info("promoted", extra={"model_version": version, "revision": change.revision, "actor": change.actor})
-    return AliasChangeBody(**change.to_dict())
+    logger.info("promoted", extra={"model_version": version, "revision": change["revision"], "actor": change["actor"]})
+    return AliasChangeBody(**change)
 
 
 @app.post("/rollback", summary="Return production to the previous version", responses=ERRORS)
 def rollback(request: ChangeRequest) -> AliasChangeBody:
-    change = registry().rollback(request.reason, actor=actor())
+    change = change_production(
+        {"operation": "rollback", "version": None, "reason": request.reason, "actor": actor()}, _idempotency_key()
+    )
     metrics.add_metric(name="Rollbacks", unit=MetricUnit.Count, value=1)
-    logger.info("rolled back", extra={"model_version": change.version, "revision": change.revision})
-    return AliasChangeBody(**change.to_dict())
+    logger.info("rolled back", extra={"model_version": change["version"], "revision": change["revision"]})
+    return AliasChangeBody(**change)
+
+
+def _idempotency_key() -> str | None:
+    return app.current_event.headers.get("idempotency-key")
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    IDEMPOTENCY.register_lambda_context(context)  # in-progress records expire with the invocation
     return app.resolve(event, context)

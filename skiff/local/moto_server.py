@@ -9,6 +9,7 @@ race each other exactly as they would against AWS.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,7 @@ class MotoServer:
         from moto.moto_server.threaded_moto_server import MotoRequestHandler
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per AWS call otherwise
         moto_app = DomainDispatcherApplication(create_backend_app)
         lock = threading.Lock()
 

@@ -19,6 +19,10 @@ from tests.functions.conftest import BUCKET, Stack
 
 class Context:
     function_name = "skiff-inference"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
     memory_limit_in_mb = 1024
     invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:skiff-inference"
     aws_request_id = "req-1"

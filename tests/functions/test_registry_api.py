@@ -17,11 +17,17 @@ ADMIN = "arn:aws:sts::123456789012:assumed-role/Admin/alice"
 @pytest.fixture(autouse=True)
 def fresh_container() -> None:
     handler._registry = None
+    handler._idempotent_change = None
 
 
-def call(method: str, path: str, body: Any = None, **options: Any) -> tuple[int, dict[str, Any]]:
+def call(
+    method: str, path: str, body: Any = None, idempotency_key: str | None = None, **options: Any
+) -> tuple[int, dict[str, Any]]:
     options.setdefault("iam_user_arn", ADMIN)
-    response = handler.lambda_handler(http_event(method, path, body, **options), Context())
+    event = http_event(method, path, body, **options)
+    if idempotency_key is not None:
+        event["headers"]["idempotency-key"] = idempotency_key
+    response = handler.lambda_handler(event, Context())
     return response["statusCode"], json.loads(response["body"])
 
 
@@ -122,3 +128,32 @@ def test_production_before_any_promotion_is_null(versions: list[str]) -> None:
 def test_unknown_route_is_404(versions: list[str]) -> None:
     status, body = call("DELETE", f"/models/{versions[0]}")
     assert status == 404 and body["error"]["code"] == "unknown_route"
+
+
+def test_retried_rollback_with_the_same_idempotency_key_rolls_back_once(stack: Stack, versions: list[str]) -> None:
+    for version in versions:
+        call("POST", f"/models/{version}/promote", {"reason": "up"})
+    first = call("POST", "/rollback", {"reason": "alarm"}, idempotency_key="rollback-0001")
+    retry = call("POST", "/rollback", {"reason": "alarm"}, idempotency_key="rollback-0001")
+    assert first == retry and first[0] == 200
+    assert stack.registry.production_version() == versions[1]
+    assert [h.action for h in stack.registry.history()].count("rollback") == 1
+
+
+def test_a_new_idempotency_key_is_a_new_rollback(stack: Stack, versions: list[str]) -> None:
+    for version in versions:
+        call("POST", f"/models/{version}/promote", {"reason": "up"})
+    call("POST", "/rollback", {"reason": "alarm"}, idempotency_key="rollback-0001")
+    call("POST", "/rollback", {"reason": "alarm"}, idempotency_key="rollback-0002")
+    assert stack.registry.production_version() == versions[0]
+
+
+def test_reusing_an_idempotency_key_with_another_reason_is_409(versions: list[str]) -> None:
+    call("POST", f"/models/{versions[0]}/promote", {"reason": "one"}, idempotency_key="promote-0001")
+    status, body = call("POST", f"/models/{versions[0]}/promote", {"reason": "two"}, idempotency_key="promote-0001")
+    assert status == 409 and "different reason" in body["error"]["message"]
+
+
+def test_malformed_idempotency_key_is_400(versions: list[str]) -> None:
+    status, body = call("POST", "/rollback", {"reason": "x"}, idempotency_key="short")
+    assert status == 400 and "Idempotency-Key" in body["error"]["message"]
