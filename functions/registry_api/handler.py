@@ -83,13 +83,8 @@ def change_production(change: dict[str, Any], idempotency_key: str | None) -> di
             static_pk_value="IDEMPOTENCY#registry-api",
             boto3_client=client("dynamodb"),
         )
-        config = IdempotencyConfig(
-            event_key_jmespath="[operation, version, idempotency_key]",
-            payload_validation_jmespath="reason",
-            expires_after_seconds=24 * 3600,
-        )
         _idempotent_change = idempotent_function(
-            data_keyword_argument="change", persistence_store=persistence, config=config
+            data_keyword_argument="change", persistence_store=persistence, config=IDEMPOTENCY
         )(lambda change: _apply(change))
     return _idempotent_change(change={**change, "idempotency_key": idempotency_key})
 
