@@ -52,7 +52,7 @@ print(time.time(), time.perf_counter() - began, PEAK_RSS_KIB())
 """
 
 
-def cold(code: str, *args: str) -> tuple[float, float, float]:
+def cold_run(code: str, *args: str) -> tuple[float, float, float]:
     """(wall seconds from spawn to first answer, in-process seconds, peak RSS MiB)."""
     spawned, (answered, inner, peak_kib) = fresh_process(code, *args)
     return float(answered) - spawned, float(inner), int(peak_kib) / 1024
@@ -117,7 +117,7 @@ def main() -> None:
         ("torch", TORCH_SERVE, (str(checkpoint), str(model_dir / "preprocessing.json"), SHORT_TEXT)),
         ("onnx_int8", ONNX_SERVE, (str(model_dir), SHORT_TEXT)),
     ):
-        runs = [cold(code, *extra) for _ in range(3)]
+        runs = [cold_run(code, *extra) for _ in range(3)]
         cold[name] = {
             "wall_seconds_median": statistics.median(r[0] for r in runs),
             "in_process_seconds_median": statistics.median(r[1] for r in runs),
