@@ -11,10 +11,9 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from skiff.errors import ConfigError, DatasetError, Problem
 
@@ -54,7 +53,7 @@ class CsvSummary:
     bytes: int = 0
 
 
-def _decoded_lines(stream: BinaryIO, source: str, limits: CsvLimits, summary: CsvSummary) -> Iterator[str]:
+def _decoded_lines(stream: Iterable[bytes], source: str, limits: CsvLimits, summary: CsvSummary) -> Iterator[str]:
     """Decode line by line so an invalid byte can be reported with its exact offset.
 
     Splitting on b"\\n" before decoding is safe for UTF-8: every byte of a multi-byte
@@ -90,7 +89,7 @@ def _decoded_lines(stream: BinaryIO, source: str, limits: CsvLimits, summary: Cs
 
 
 def iter_examples(
-    stream: BinaryIO, source: str, limits: CsvLimits = CsvLimits(), summary: CsvSummary | None = None
+    stream: Iterable[bytes], source: str, limits: CsvLimits = CsvLimits(), summary: CsvSummary | None = None
 ) -> Iterator[Example]:
     """Yield the examples of a ``text,label`` CSV, validating as it goes.
 
@@ -152,6 +151,28 @@ def _row_problem(row: list[str], limits: CsvLimits) -> str | None:
     if len(text) > limits.max_text_chars:
         return f"expected text of at most {limits.max_text_chars} characters (got: {len(text)})"
     return None
+
+
+def byte_lines(read: Callable[[int], bytes], source: str, max_line_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """Lines (each ending in b"\\n" but the last) from a ``read(n)`` function, e.g. an S3 body.
+
+    Memory stays bounded by ``max_line_bytes``: a file with no line breaks (binary, or one
+    giant field) is rejected instead of being buffered whole.
+    """
+    buffer = b""
+    number = 1
+    while chunk := read(1 << 16):
+        buffer += chunk
+        while (end := buffer.find(b"\n")) >= 0:
+            yield buffer[: end + 1]
+            buffer = buffer[end + 1 :]
+            number += 1
+        if len(buffer) > max_line_bytes:
+            raise DatasetError(
+                source, [Problem(f"expected lines of at most {max_line_bytes} bytes (got: a longer one)", number)]
+            )
+    if buffer:
+        yield buffer
 
 
 @dataclass(frozen=True)

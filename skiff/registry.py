@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from skiff import dynamo
 from skiff.aws import client
 from skiff.errors import ConflictError, NotFoundError, RegistryError
 
@@ -97,27 +97,6 @@ class AliasChange:
         return asdict(self)
 
 
-# DynamoDB has no floats: numbers travel as Decimal. JSON is the neutral ground both ways.
-def _to_item(body: Mapping[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeSerializer
-
-    plain = json.loads(json.dumps(body), parse_float=Decimal)
-    serializer = TypeSerializer()
-    return {k: serializer.serialize(v) for k, v in plain.items() if v is not None}
-
-
-def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
-    plain = {k: deserializer.deserialize(v) for k, v in item.items()}
-    return json.loads(json.dumps(plain, default=lambda d: int(d) if d == d.to_integral_value() else float(d)))
-
-
-def _values(**values: Any) -> dict[str, Any]:
-    return {f":{k}": v for k, v in _to_item(values).items()}
-
-
 class Registry:
     """Register, list, promote and roll back model versions. Thread-safe."""
 
@@ -133,8 +112,7 @@ class Registry:
 
     # ---- reads -------------------------------------------------------------------------
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
-        response = self.dynamodb.get_item(TableName=self.table, Key=_to_item({"pk": pk, "sk": sk}), ConsistentRead=True)
-        return _from_item(response["Item"]) if "Item" in response else None
+        return dynamo.get(self.dynamodb, self.table, pk, sk)
 
     def get(self, version: str) -> ModelVersion:
         item = self._get("VERSION", version)
@@ -161,7 +139,7 @@ class Registry:
         request: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": _values(pk="VERSION"),
+            "ExpressionAttributeValues": dynamo.values(pk="VERSION"),
             "ScanIndexForward": False,
             "Limit": limit,
         }
@@ -169,28 +147,29 @@ class Registry:
             request["ExclusiveStartKey"] = _decode_cursor(cursor)
         response = self.dynamodb.query(**request)
         following = response.get("LastEvaluatedKey")
-        return [_version(_from_item(i)) for i in response["Items"]], _encode_cursor(following) if following else None
+        versions = [_version(dynamo.from_item(i)) for i in response["Items"]]
+        return versions, _encode_cursor(following) if following else None
 
     def history(self, limit: int = 100) -> list[AliasChange]:
         """Production alias changes, newest first."""
         response = self.dynamodb.query(
             TableName=self.table,
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues=_values(pk=f"HISTORY#{ALIAS}"),
+            ExpressionAttributeValues=dynamo.values(pk=f"HISTORY#{ALIAS}"),
             ScanIndexForward=False,
             Limit=limit,
         )
-        return [_change(_from_item(i)) for i in response["Items"]]
+        return [_change(dynamo.from_item(i)) for i in response["Items"]]
 
     def audit(self, limit: int = 100) -> list[dict[str, Any]]:
         response = self.dynamodb.query(
             TableName=self.table,
             KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues=_values(pk="AUDIT"),
+            ExpressionAttributeValues=dynamo.values(pk="AUDIT"),
             ScanIndexForward=False,
             Limit=limit,
         )
-        return [_from_item(i) for i in response["Items"]]
+        return [dynamo.from_item(i) for i in response["Items"]]
 
     # ---- writes ------------------------------------------------------------------------
     def _audit_put(self, action: str, version: str, actor: str, reason: str, **detail: Any) -> dict[str, Any]:
@@ -198,7 +177,7 @@ class Registry:
         return {
             "Put": {
                 "TableName": self.table,
-                "Item": _to_item(
+                "Item": dynamo.to_item(
                     {
                         "pk": "AUDIT",
                         "sk": f"{at}#{secrets.token_hex(4)}",
@@ -251,7 +230,7 @@ class Registry:
                     {
                         "Put": {
                             "TableName": self.table,
-                            "Item": _to_item({"pk": "VERSION", "sk": model.version, **model.to_dict()}),
+                            "Item": dynamo.to_item({"pk": "VERSION", "sk": model.version, **model.to_dict()}),
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     },
@@ -259,7 +238,7 @@ class Registry:
                 ]
             )
         except ClientError as exc:
-            if _cancelled(exc):
+            if dynamo.cancelled(exc):
                 raise ConflictError(f"expected a new version id (got: {model.version!r}, already registered)") from exc
             raise
         return model
@@ -272,11 +251,11 @@ class Registry:
                     {
                         "Update": {
                             "TableName": self.table,
-                            "Key": _to_item({"pk": "VERSION", "sk": version}),
+                            "Key": dynamo.to_item({"pk": "VERSION", "sk": version}),
                             "UpdateExpression": "SET #s = :new, status_reason = :reason, updated_at = :at",
                             "ConditionExpression": "#s = :candidate",
                             "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": _values(
+                            "ExpressionAttributeValues": dynamo.values(
                                 new=REJECTED, reason=reason, at=_now(), candidate=CANDIDATE
                             ),
                         }
@@ -285,7 +264,7 @@ class Registry:
                 ]
             )
         except ClientError as exc:
-            if _cancelled(exc):
+            if dynamo.cancelled(exc):
                 current = self.get(version)  # raises NotFoundError for an unknown version
                 raise ConflictError(
                     f"expected version {version} to be a {CANDIDATE} to reject it (got: {current.status})"
@@ -350,17 +329,17 @@ class Registry:
                 {
                     "Update": {
                         "TableName": self.table,
-                        "Key": _to_item({"pk": "VERSION", "sk": target}),
+                        "Key": dynamo.to_item({"pk": "VERSION", "sk": target}),
                         "UpdateExpression": "SET #s = :production, updated_at = :at REMOVE status_reason",
                         "ConditionExpression": "#s = :seen",
                         "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": _values(production=PRODUCTION, at=at, seen=target_status),
+                        "ExpressionAttributeValues": dynamo.values(production=PRODUCTION, at=at, seen=target_status),
                     }
                 },
                 {
                     "Put": {
                         "TableName": self.table,
-                        "Item": _to_item(
+                        "Item": dynamo.to_item(
                             {
                                 "pk": "ALIAS",
                                 "sk": ALIAS,
@@ -373,13 +352,15 @@ class Registry:
                             }
                         ),
                         "ConditionExpression": "revision = :revision" if alias else "attribute_not_exists(pk)",
-                        **({"ExpressionAttributeValues": _values(revision=revision - 1)} if alias else {}),
+                        **({"ExpressionAttributeValues": dynamo.values(revision=revision - 1)} if alias else {}),
                     }
                 },
                 {
                     "Put": {
                         "TableName": self.table,
-                        "Item": _to_item({"pk": f"HISTORY#{ALIAS}", "sk": f"REV#{revision:010d}", **change.to_dict()}),
+                        "Item": dynamo.to_item(
+                            {"pk": f"HISTORY#{ALIAS}", "sk": f"REV#{revision:010d}", **change.to_dict()}
+                        ),
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
                 },
@@ -390,11 +371,11 @@ class Registry:
                     {
                         "Update": {
                             "TableName": self.table,
-                            "Key": _to_item({"pk": "VERSION", "sk": previous}),
+                            "Key": dynamo.to_item({"pk": "VERSION", "sk": previous}),
                             "UpdateExpression": "SET #s = :retired, updated_at = :at",
                             "ConditionExpression": "#s = :production",
                             "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": _values(retired=RETIRED, at=at, production=PRODUCTION),
+                            "ExpressionAttributeValues": dynamo.values(retired=RETIRED, at=at, production=PRODUCTION),
                         }
                     }
                 )
@@ -402,7 +383,7 @@ class Registry:
                 self.dynamodb.transact_write_items(TransactItems=items)
                 return change
             except ClientError as exc:
-                if not _cancelled(exc) and exc.response["Error"]["Code"] != "TransactionConflictException":
+                if not dynamo.cancelled(exc) and exc.response["Error"]["Code"] != "TransactionConflictException":
                     raise
                 # Someone else moved the alias (or the target) first: re-read and re-plan.
                 time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
@@ -412,10 +393,6 @@ class Registry:
 def _require_reason(reason: str) -> None:
     if not isinstance(reason, str) or not reason.strip():
         raise RegistryError("expected a non-empty reason (got: empty); say why production changes")
-
-
-def _cancelled(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] in ("TransactionCanceledException", "ConditionalCheckFailedException")
 
 
 def _version(item: dict[str, Any]) -> ModelVersion:
