@@ -40,10 +40,14 @@ MAX_ROLLBACK_DEPTH = 50
 MAX_ATTEMPTS = 40
 
 
-def new_version_id(now: datetime | None = None) -> str:
-    """``v20261122-184501123-a1b2``: sorts by creation time (ms), unique by its random tail."""
+def new_version_id(now: datetime | None = None, tail: str | None = None) -> str:
+    """``v20261122-184501123-a1b2``: sorts by creation time (ms), unique by its tail.
+
+    The tail is random unless given: a training job's version passes a hash of the job name,
+    so the same job always maps to the same version id (duplicate events register nothing new).
+    """
     now = now or datetime.now(UTC)
-    return f"v{now:%Y%m%d-%H%M%S}{now.microsecond // 1000:03d}-{secrets.token_hex(2)}"
+    return f"v{now:%Y%m%d-%H%M%S}{now.microsecond // 1000:03d}-{tail or secrets.token_hex(2)}"
 
 
 def _now() -> str:

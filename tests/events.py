@@ -6,6 +6,7 @@ import copy
 import json
 from functools import cache
 from typing import Any
+from urllib.parse import quote_plus
 
 from tests.conftest import EVENTS
 
@@ -52,4 +53,29 @@ def http_event(
     if iam_user_arn is not None:
         event["requestContext"]["authorizer"] = captured("apigw-http-v2-iam-auth.json")["requestContext"]["authorizer"]
         event["requestContext"]["authorizer"]["iam"]["userArn"] = iam_user_arn
+    return event
+
+
+def sqs_s3_event(bucket: str, objects: list[tuple[str, int]]) -> dict[str, Any]:
+    """One SQS message per uploaded object, as S3 -> SQS delivers them (keys URL-encoded)."""
+    template = captured("sqs-with-s3-notification.json")["Records"][0]
+    records = []
+    for i, (key, size) in enumerate(objects):
+        record = copy.deepcopy(template)
+        body = json.loads(record["body"])
+        s3 = body["Records"][0]["s3"]
+        s3["bucket"]["name"] = bucket
+        s3["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
+        s3["object"].update({"key": quote_plus(key, safe="/"), "size": size})
+        record["body"] = json.dumps(body)
+        record["messageId"] = f"{template['messageId'][:-4]}{i:04d}"
+        records.append(record)
+    return {"Records": records}
+
+
+def training_state_event(detail: dict[str, Any], keep_documented_fields: bool = True) -> dict[str, Any]:
+    """The captured EventBridge SageMaker state-change envelope carrying ``detail``."""
+    event = captured("eventbridge-sagemaker-training-job-state-change.json")
+    event["detail"] = {**(event["detail"] if keep_documented_fields else {}), **detail}
+    event["resources"] = [detail.get("TrainingJobArn") or event["resources"][0]]
     return event

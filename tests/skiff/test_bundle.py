@@ -36,7 +36,10 @@ def test_function_zip_is_reproducible(tmp_path: Path) -> None:
 
 
 def test_unknown_function_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"function should be one of \['inference', 'registry_api'\] \(got: 'x'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"function should be one of \[.*'registry_api'.*\] \(got: 'x'\)",
+    ):
         build_function(tmp_path, "x")
 
 

@@ -1,0 +1,46 @@
+"""Training events Lambda: EventBridge "SageMaker Training Job State Change" for this stack's jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from skiff.completion import CompletionSettings, TrainingCompletion
+
+logger = Logger(service="skiff-training-events")
+metrics = Metrics(namespace="Skiff", service="training-events")
+
+_completion: TrainingCompletion | None = None
+
+
+def completion() -> TrainingCompletion:
+    global _completion
+    if _completion is None:
+        _completion = TrainingCompletion(CompletionSettings.from_env())
+    return _completion
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    detail = EventBridgeEvent(event).detail
+    outcome = completion().handle(detail)
+    logger.info(
+        "training job %s: %s",
+        outcome.job_name,
+        outcome.status,
+        extra={"model_version": outcome.version, "reason": outcome.reason, "next_job": outcome.next_job},
+    )
+    if outcome.status != "ignored":
+        metrics.add_metric(name=f"TrainingOutcome_{outcome.status}", unit=MetricUnit.Count, value=1)
+    return {
+        "job": outcome.job_name,
+        "status": outcome.status,
+        "version": outcome.version,
+        "reason": outcome.reason,
+        "next_job": outcome.next_job,
+    }
