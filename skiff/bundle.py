@@ -33,7 +33,7 @@ DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # zipped, per package uploaded without S
 
 # What each function needs beyond the Lambda Python runtime (which already has boto3).
 LAYER_REQUIREMENTS = ("onnxruntime>=1.20", "numpy>=1.26", "aws-lambda-powertools>=3.0", "pydantic>=2.6")
-FUNCTIONS = ("inference", "registry_api", "upload_trigger", "training_events")
+FUNCTIONS = ("inference", "registry_api", "upload_trigger", "training_events", "alarm_rollback")
 
 PRUNE = (
     "*/__pycache__",

@@ -1,0 +1,41 @@
+"""Alarm rollback Lambda: EventBridge "CloudWatch Alarm State Change" for the serving alarms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from skiff import settings
+from skiff.auto_rollback import rollback_on_alarm
+from skiff.registry import Registry
+
+logger = Logger(service="skiff-alarm-rollback")
+metrics = Metrics(namespace="Skiff", service="alarm-rollback")
+
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    global _registry
+    if _registry is None:
+        _registry = Registry(settings.require("SKIFF_REGISTRY_TABLE"))
+    return _registry
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    detail = EventBridgeEvent(event).detail
+    outcome = rollback_on_alarm(
+        registry(),
+        alarm_name=detail["alarmName"],
+        state=detail["state"]["value"],
+        window_seconds=settings.number("SKIFF_AUTO_ROLLBACK_WINDOW_SECONDS", 3600),
+    )
+    logger.info("auto-rollback %s: %s", outcome.status, outcome.reason, extra={"model_version": outcome.version})
+    metrics.add_metric(name=f"AutoRollback_{outcome.status}", unit=MetricUnit.Count, value=1)
+    return vars(outcome)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from functions.alarm_rollback import handler
+from skiff.auto_rollback import rollback_on_alarm
+from tests.events import captured
+from tests.functions.conftest import Stack
+from tests.functions.test_inference import Context
+
+
+@pytest.fixture(autouse=True)
+def fresh_container() -> None:
+    handler._registry = None
+
+
+@pytest.fixture
+def promoted_twice(stack: Stack) -> list[str]:
+    versions = [
+        stack.registry.register(
+            artifact_uri="s3://b/models/x/", manifest_sha256="ab" * 32, metrics={}, lineage={}
+        ).version
+        for _ in range(2)
+    ]
+    for version in versions:
+        stack.registry.promote(version, "up")
+    return versions
+
+
+def alarm_event(state: str = "ALARM") -> dict:
+    event = captured("cloudwatch-alarm-state-change.json")
+    event["detail"]["alarmName"] = "skiff-dev-inference-5xx"
+    event["detail"]["state"]["value"] = state
+    return event
+
+
+def test_alarm_soon_after_a_promotion_rolls_back(stack: Stack, promoted_twice: list[str]) -> None:
+    outcome = handler.lambda_handler(alarm_event(), Context())
+    assert outcome["status"] == "rolled-back" and outcome["version"] == promoted_twice[0]
+    change = stack.registry.history(limit=1)[0]
+    assert change.actor == "alarm:skiff-dev-inference-5xx" and "after" in change.reason
+
+
+def test_repeated_alarm_event_rolls_back_only_once(stack: Stack, promoted_twice: list[str]) -> None:
+    handler.lambda_handler(alarm_event(), Context())
+    again = handler.lambda_handler(alarm_event(), Context())
+    assert again["status"] == "skipped"
+    assert stack.registry.production_version() == promoted_twice[0]
+
+
+def test_ok_state_does_nothing(stack: Stack, promoted_twice: list[str]) -> None:
+    assert handler.lambda_handler(alarm_event("OK"), Context())["status"] == "skipped"
+    assert stack.registry.production_version() == promoted_twice[1]
+
+
+def test_alarm_long_after_the_promotion_does_not_roll_back(stack: Stack, promoted_twice: list[str]) -> None:
+    later = datetime.now(UTC) + timedelta(hours=2)
+    outcome = rollback_on_alarm(stack.registry, "skiff-dev-inference-5xx", "ALARM", 3600, now=later)
+    assert outcome.status == "skipped" and "outside the 3600s window" in outcome.reason
+    assert stack.registry.production_version() == promoted_twice[1]
+
+
+def test_alarm_with_only_one_version_cannot_roll_back(stack: Stack) -> None:
+    version = stack.registry.register(
+        artifact_uri="s3://b/m/", manifest_sha256="ab" * 32, metrics={}, lineage={}
+    ).version
+    stack.registry.promote(version, "first")
+    outcome = handler.lambda_handler(alarm_event(), Context())
+    assert outcome["status"] == "skipped" and "none before" in outcome["reason"]
