@@ -120,8 +120,19 @@ def _zip(source: Path, target: Path, prefix: str = "") -> PackageSize:
 
 
 def build_layer(out_dir: Path, architecture: str, requirements: Sequence[str] = LAYER_REQUIREMENTS) -> PackageSize:
+    """pip-install ``requirements`` for the target; reuses an earlier build of the same inputs."""
     if architecture not in PLATFORMS:
         raise ConfigError(f"architecture should be one of {sorted(PLATFORMS)} (got: {architecture!r})")
+    archive = out_dir / f"layer-{architecture}.zip"
+    stamp = out_dir / f"layer-{architecture}.inputs.json"
+    inputs = {
+        "requirements": list(requirements),
+        "platforms": list(PLATFORMS[architecture]),
+        "python": LAMBDA_PYTHON,
+        "prune": list(PRUNE),
+    }
+    if archive.is_file() and stamp.is_file() and json.loads(stamp.read_text())["inputs"] == inputs:
+        return PackageSize(**json.loads(stamp.read_text())["size"])
     staging = out_dir / f"layer-{architecture}"
     shutil.rmtree(staging, ignore_errors=True)
     target = staging / "python"
@@ -147,7 +158,9 @@ def build_layer(out_dir: Path, architecture: str, requirements: Sequence[str] = 
     if result.returncode != 0:
         raise SkiffError(f"expected pip to install the layer for {architecture} (got: {result.stderr.strip()[-800:]})")
     prune(target)
-    return _zip(staging, out_dir / f"layer-{architecture}.zip")
+    size = _zip(staging, archive)
+    stamp.write_text(json.dumps({"inputs": inputs, "size": asdict(size)}))
+    return size
 
 
 def build_function(out_dir: Path, name: str) -> PackageSize:
@@ -162,6 +175,29 @@ def build_function(out_dir: Path, name: str) -> PackageSize:
     shutil.copy(ROOT / "functions" / "__init__.py", staging / "functions" / "__init__.py")
     shutil.copytree(ROOT / "functions" / name, staging / "functions" / name, ignore=ignore)
     return _zip(staging, out_dir / f"function-{name}.zip")
+
+
+TRAINING_REQUIREMENTS = ("onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20", "matplotlib>=3.8")
+"""What the SageMaker PyTorch training image lacks; its toolkit pip-installs requirements.txt."""
+
+
+def build_training_source(out_dir: Path) -> Path:
+    """``sourcedir.tar.gz`` for script mode: skiff/, training/ and requirements.txt, reproducibly."""
+    import io
+    import tarfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    archive = out_dir / "sourcedir.tar.gz"
+    members: list[tuple[str, bytes]] = [("requirements.txt", ("\n".join(TRAINING_REQUIREMENTS) + "\n").encode())]
+    for package in ("skiff", "training"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            members.append((str(path.relative_to(ROOT)), path.read_bytes()))
+    with open(archive, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=9) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: stable hash
+            tar.addfile(info, io.BytesIO(data))
+    return archive
 
 
 def build_all(out_dir: Path, architecture: str, functions: Sequence[str] = FUNCTIONS) -> BundleReport:

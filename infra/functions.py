@@ -1,0 +1,73 @@
+"""One Lambda function with its own least-privilege role and log group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.policies import assume_role, document, statement
+
+
+@dataclass(frozen=True)
+class FunctionArgs:
+    prefix: str
+    short_name: str  # "inference" -> function "<prefix>-inference", handler functions.inference.handler
+    code_path: str
+    layer_arn: pulumi.Input[str]
+    architecture: str
+    environment: Mapping[str, pulumi.Input[str]]
+    statements: Sequence[dict[str, Any]]
+    memory_mb: int = 512
+    timeout_seconds: int = 30
+    reserved_concurrency: int | None = None
+    log_retention_days: int = 30
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SkiffFunction(pulumi.ComponentResource):
+    def __init__(self, name: str, args: FunctionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("skiff:index:Function", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        function_name = f"{args.prefix}-{args.short_name.replace('_', '-')}"
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs", name=f"/aws/lambda/{function_name}", retention_in_days=args.log_retention_days, opts=child
+        )
+        self.role = aws.iam.Role(f"{name}-role", assume_role_policy=assume_role("lambda.amazonaws.com"), opts=child)
+        self.policy = aws.iam.RolePolicy(
+            f"{name}-policy",
+            role=self.role.id,
+            policy=document(
+                [
+                    statement(
+                        ["logs:CreateLogStream", "logs:PutLogEvents"],
+                        [pulumi.Output.concat(self.log_group.arn, ":*")],
+                    ),
+                    *args.statements,
+                ]
+            ),
+            opts=child,
+        )
+        self.function = aws.lambda_.Function(
+            f"{name}-function",
+            name=function_name,
+            role=self.role.arn,
+            runtime=aws.lambda_.Runtime.PYTHON3D12,
+            architectures=[args.architecture],
+            handler=f"functions.{args.short_name}.handler.lambda_handler",
+            code=pulumi.FileArchive(args.code_path),
+            layers=[args.layer_arn],
+            memory_size=args.memory_mb,
+            timeout=args.timeout_seconds,
+            reserved_concurrent_executions=args.reserved_concurrency,
+            environment=aws.lambda_.FunctionEnvironmentArgs(
+                variables={"POWERTOOLS_SERVICE_NAME": function_name, **args.environment}
+            ),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=self.log_group.name),
+            **args.extra,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]),
+        )
+        self.register_outputs({"function_name": self.function.name, "function_arn": self.function.arn})

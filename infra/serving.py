@@ -1,0 +1,170 @@
+"""Serving: the inference and registry-admin functions behind one HTTP API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.functions import FunctionArgs, SkiffFunction
+from infra.policies import statement
+from infra.settings import StackSettings
+
+ADMIN_ROUTES = (
+    "GET /models",
+    "GET /models/production",
+    "GET /models/{version}",
+    "POST /models/{version}/promote",
+    "POST /rollback",
+)
+PREDICT_ROUTE = "POST /predict"
+
+
+@dataclass(frozen=True)
+class ServingArgs:
+    settings: StackSettings
+    artifacts_bucket: aws.s3.Bucket
+    table: aws.dynamodb.Table
+    key: aws.kms.Key
+    layer_arn: pulumi.Input[str]
+    code_paths: dict[str, str]
+
+
+class Serving(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ServingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("skiff:index:Serving", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        kms = statement(["kms:Decrypt"], [args.key.arn])
+        read_table = statement(["dynamodb:GetItem", "dynamodb:Query"], [args.table.arn])
+        common = {"SKIFF_REGISTRY_TABLE": args.table.name, "SKIFF_ARTIFACTS_BUCKET": args.artifacts_bucket.bucket}
+        provisioned = s.provisioned_concurrency > 0
+
+        self.inference = SkiffFunction(
+            f"{name}-inference",
+            FunctionArgs(
+                prefix=s.prefix,
+                short_name="inference",
+                code_path=args.code_paths["inference"],
+                layer_arn=args.layer_arn,
+                architecture=s.lambda_architecture,
+                environment=common,
+                statements=[
+                    read_table,
+                    kms,
+                    statement(["s3:GetObject"], [pulumi.Output.concat(args.artifacts_bucket.arn, "/models/*")]),
+                ],
+                memory_mb=s.inference_memory_mb,
+                timeout_seconds=s.inference_timeout_seconds,
+                reserved_concurrency=s.reserved_concurrency,
+                log_retention_days=s.log_retention_days,
+                extra={"publish": True} if provisioned else {},
+            ),
+            opts=child,
+        )
+        inference_target: pulumi.Output[str] = self.inference.function.arn
+        if provisioned:
+            alias = aws.lambda_.Alias(
+                f"{name}-inference-live",
+                name="live",
+                function_name=self.inference.function.name,
+                function_version=self.inference.function.version,
+                opts=child,
+            )
+            aws.lambda_.ProvisionedConcurrencyConfig(
+                f"{name}-inference-provisioned",
+                function_name=self.inference.function.name,
+                qualifier=alias.name,
+                provisioned_concurrent_executions=s.provisioned_concurrency,
+                opts=child,
+            )
+            inference_target = alias.arn
+
+        self.registry_api = SkiffFunction(
+            f"{name}-registry-api",
+            FunctionArgs(
+                prefix=s.prefix,
+                short_name="registry_api",
+                code_path=args.code_paths["registry_api"],
+                layer_arn=args.layer_arn,
+                architecture=s.lambda_architecture,
+                environment=common,
+                statements=[
+                    statement(
+                        [
+                            "dynamodb:GetItem",
+                            "dynamodb:Query",
+                            "dynamodb:PutItem",
+                            "dynamodb:UpdateItem",
+                            "dynamodb:DeleteItem",
+                            "dynamodb:ConditionCheckItem",
+                        ],
+                        [args.table.arn],
+                    ),
+                    statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.key.arn]),
+                ],
+                log_retention_days=s.log_retention_days,
+            ),
+            opts=child,
+        )
+
+        self.api = aws.apigatewayv2.Api(f"{name}-api", name=f"{s.prefix}-api", protocol_type="HTTP", opts=child)
+        self.access_logs = aws.cloudwatch.LogGroup(
+            f"{name}-api-access-logs",
+            name=f"/aws/apigateway/{s.prefix}-api",
+            retention_in_days=s.log_retention_days,
+            opts=child,
+        )
+        self.stage = aws.apigatewayv2.Stage(
+            f"{name}-stage",
+            api_id=self.api.id,
+            name="$default",
+            auto_deploy=True,
+            default_route_settings=aws.apigatewayv2.StageDefaultRouteSettingsArgs(
+                throttling_rate_limit=s.throttle_rate_limit,
+                throttling_burst_limit=s.throttle_burst_limit,
+                detailed_metrics_enabled=True,
+            ),
+            access_log_settings=aws.apigatewayv2.StageAccessLogSettingsArgs(
+                destination_arn=self.access_logs.arn,
+                format='{"requestId":"$context.requestId","ip":"$context.identity.sourceIp",'
+                '"routeKey":"$context.routeKey","status":"$context.status","latency":"$context.responseLatency",'
+                '"caller":"$context.identity.userArn"}',
+            ),
+            opts=child,
+        )
+        self.routes: dict[str, aws.apigatewayv2.Route] = {}
+        for function, target_arn, routes, auth in (
+            (self.inference, inference_target, (PREDICT_ROUTE,), "AWS_IAM" if s.predict_auth == "iam" else "NONE"),
+            (self.registry_api, self.registry_api.function.arn, ADMIN_ROUTES, "AWS_IAM"),
+        ):
+            integration = aws.apigatewayv2.Integration(
+                f"{name}-{'inference' if function is self.inference else 'registry-api'}-integration",
+                api_id=self.api.id,
+                integration_type="AWS_PROXY",
+                integration_uri=target_arn,
+                payload_format_version="2.0",
+                opts=child,
+            )
+            for route_key in routes:
+                slug = route_key.lower().replace(" ", "-").replace("/", "-").replace("{", "").replace("}", "")
+                self.routes[route_key] = aws.apigatewayv2.Route(
+                    f"{name}-route{slug}",
+                    api_id=self.api.id,
+                    route_key=route_key,
+                    target=pulumi.Output.concat("integrations/", integration.id),
+                    authorization_type=auth,
+                    opts=child,
+                )
+            aws.lambda_.Permission(
+                f"{name}-{'inference' if function is self.inference else 'registry-api'}-invoke",
+                action="lambda:InvokeFunction",
+                function=function.function.name,
+                qualifier=None if function is not self.inference or not provisioned else "live",
+                principal="apigateway.amazonaws.com",
+                source_arn=pulumi.Output.concat(self.api.execution_arn, "/*/*"),
+                opts=child,
+            )
+        self.url = self.api.api_endpoint
+        self.register_outputs({"api_url": self.url})

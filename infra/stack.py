@@ -1,0 +1,93 @@
+"""The whole system, assembled from components (called by __main__.py and by the tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.monitoring import Monitoring, MonitoringArgs
+from infra.registry_table import RegistryArgs, RegistryTable
+from infra.retraining import Retraining, RetrainingArgs
+from infra.serving import Serving, ServingArgs
+from infra.settings import StackSettings
+from infra.storage import Storage, StorageArgs
+from skiff.bundle import ROOT, build_all, build_training_source
+
+
+@dataclass
+class Stack:
+    settings: StackSettings
+    storage: Storage
+    registry: RegistryTable
+    retraining: Retraining
+    serving: Serving
+    monitoring: Monitoring
+    outputs: dict[str, pulumi.Input[str]]
+
+
+def build_stack(settings: StackSettings | None = None) -> Stack:
+    s = settings or StackSettings.from_config()
+    region = aws.config.region or "us-east-1"
+    account_id = aws.get_caller_identity().account_id
+    bundle_dir = (ROOT / s.bundle_dir).resolve() if not Path(s.bundle_dir).is_absolute() else Path(s.bundle_dir)
+    report = build_all(bundle_dir, s.lambda_architecture)  # raises above Lambda's limits
+    code_paths = {name: package.path for name, package in report.functions.items()}
+    layer = aws.lambda_.LayerVersion(
+        "dependencies",
+        layer_name=f"{s.prefix}-dependencies",
+        code=pulumi.FileArchive(report.layer.path),
+        compatible_runtimes=["python3.12"],
+        compatible_architectures=[s.lambda_architecture],
+        description="onnxruntime, numpy, aws-lambda-powertools, pydantic (built by skiff bundle)",
+    )
+
+    storage = Storage("storage", StorageArgs(s.prefix, s.quarantine_expiry_days, s.noncurrent_version_days))
+    registry = RegistryTable("registry", RegistryArgs(s.prefix, storage.key.arn, s.table_deletion_protection))
+    retraining = Retraining(
+        "retraining",
+        RetrainingArgs(
+            settings=s,
+            account_id=account_id,
+            region=region,
+            image_uri=s.resolve_training_image(region),
+            source_bundle_path=str(build_training_source(bundle_dir)),
+            data_bucket=storage.data_bucket,
+            artifacts_bucket=storage.artifacts_bucket,
+            upload_queue=storage.upload_queue,
+            table=registry.table,
+            key=storage.key,
+            layer_arn=layer.arn,
+            code_paths=code_paths,
+        ),
+    )
+    serving = Serving(
+        "serving",
+        ServingArgs(s, storage.artifacts_bucket, registry.table, storage.key, layer.arn, code_paths),
+    )
+    monitoring = Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            settings=s,
+            api=serving.api,
+            inference_function=serving.inference.function,
+            queues={"upload": storage.upload_dlq, "training-events": retraining.events_dlq},
+            table=registry.table,
+            key=storage.key,
+            layer_arn=layer.arn,
+            code_paths=code_paths,
+        ),
+    )
+    outputs: dict[str, pulumi.Input[str]] = {
+        "api_url": serving.url,
+        "data_bucket": storage.data_bucket.bucket,
+        "artifacts_bucket": storage.artifacts_bucket.bucket,
+        "registry_table": registry.table.name,
+        "job_prefix": s.prefix,
+        "upload_command": pulumi.Output.concat("aws s3 cp data.csv s3://", storage.data_bucket.bucket, "/incoming/"),
+    }
+    for key, value in outputs.items():
+        pulumi.export(key, value)
+    return Stack(s, storage, registry, retraining, serving, monitoring, outputs)

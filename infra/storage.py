@@ -1,0 +1,160 @@
+"""Storage: the data and artifacts buckets, their KMS key, and the upload queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.policies import document, statement
+from skiff.datasets import INCOMING, QUARANTINE, REJECTIONS
+
+
+@dataclass(frozen=True)
+class StorageArgs:
+    prefix: str
+    quarantine_expiry_days: int
+    noncurrent_version_days: int
+    upload_visibility_timeout_seconds: int = 900  # >= the upload trigger's timeout, as SQS requires
+
+
+class Storage(pulumi.ComponentResource):
+    """Versioned, KMS-encrypted, private, TLS-only buckets; S3 -> SQS for ``incoming/``."""
+
+    def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("skiff:index:Storage", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.key = aws.kms.Key(
+            f"{name}-key",
+            description=f"{args.prefix}: data, artifacts and registry",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=child,
+        )
+        self.data_bucket = self._bucket(f"{name}-data", args, lifecycle_quarantine=True)
+        self.artifacts_bucket = self._bucket(f"{name}-artifacts", args, lifecycle_quarantine=False)
+
+        self.upload_dlq = aws.sqs.Queue(
+            f"{name}-upload-dlq", message_retention_seconds=14 * 24 * 3600, sqs_managed_sse_enabled=True, opts=child
+        )
+        self.upload_queue = aws.sqs.Queue(
+            f"{name}-upload",
+            visibility_timeout_seconds=args.upload_visibility_timeout_seconds,
+            sqs_managed_sse_enabled=True,
+            redrive_policy=pulumi.Output.json_dumps({"deadLetterTargetArn": self.upload_dlq.arn, "maxReceiveCount": 5}),
+            opts=child,
+        )
+        queue_policy = aws.sqs.QueuePolicy(
+            f"{name}-upload-policy",
+            queue_url=self.upload_queue.id,
+            policy=document(
+                [
+                    statement(
+                        ["sqs:SendMessage"],
+                        [self.upload_queue.arn],
+                        Principal={"Service": "s3.amazonaws.com"},
+                        Condition={"ArnEquals": {"aws:SourceArn": self.data_bucket.arn}},
+                    )
+                ]
+            ),
+            opts=child,
+        )
+        self.notification = aws.s3.BucketNotification(
+            f"{name}-incoming-to-queue",
+            bucket=self.data_bucket.id,
+            queues=[
+                aws.s3.BucketNotificationQueueArgs(
+                    queue_arn=self.upload_queue.arn,
+                    events=["s3:ObjectCreated:*"],
+                    filter_prefix=INCOMING,
+                )
+            ],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[queue_policy]),
+        )
+        self.register_outputs(
+            {
+                "data_bucket": self.data_bucket.bucket,
+                "artifacts_bucket": self.artifacts_bucket.bucket,
+                "upload_queue_arn": self.upload_queue.arn,
+                "key_arn": self.key.arn,
+            }
+        )
+
+    def _bucket(self, name: str, args: StorageArgs, lifecycle_quarantine: bool) -> aws.s3.Bucket:
+        child = pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(name, force_destroy=False, opts=child)
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=bucket.id,
+            rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket.id,
+            versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
+            opts=child,
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="aws:kms",
+                        kms_master_key_id=self.key.arn,
+                    ),
+                    bucket_key_enabled=True,
+                )
+            ],
+            opts=child,
+        )
+        rules = [
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="expire-noncurrent-versions",
+                status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                    noncurrent_days=args.noncurrent_version_days
+                ),
+            )
+        ]
+        if lifecycle_quarantine:
+            rules += [
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id=f"expire-{prefix.rstrip('/')}",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=prefix),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.quarantine_expiry_days),
+                )
+                for prefix in (QUARANTINE, REJECTIONS)
+            ]
+        aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.id, rules=rules, opts=child)
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=bucket.id,
+            policy=document(
+                [
+                    {
+                        "Sid": "DenyInsecureTransport",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }
+                ]
+            ),
+            opts=child,
+        )
+        return bucket

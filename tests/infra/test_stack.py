@@ -1,0 +1,361 @@
+"""The Pulumi program under Pulumi's unit-test mocks: security properties, wiring, config variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.monitoring import alarm_event_pattern
+from infra.retraining import training_event_pattern
+from tests.infra.conftest import Deployed, Resource, run_program
+
+ALLOWED_STAR_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+
+
+def statements(policy: Resource) -> list[dict[str, Any]]:
+    return policy.json("policy")["Statement"]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def function(stack: Deployed, short: str) -> Resource:
+    return stack.one("aws:lambda/function:Function", lambda r: r.inputs["name"] == f"skiff-test-{short}")
+
+
+def env(stack: Deployed, short: str) -> dict[str, str]:
+    return function(stack, short).inputs["environment"]["variables"]
+
+
+def test_program_creates_one_component_per_concern(stack: Deployed) -> None:
+    components = {r.type for r in stack.resources if r.type.startswith("skiff:")}
+    assert components == {
+        "skiff:index:Storage",
+        "skiff:index:Registry",
+        "skiff:index:Retraining",
+        "skiff:index:Serving",
+        "skiff:index:Monitoring",
+        "skiff:index:Function",
+    }
+
+
+# ---- storage ----------------------------------------------------------------------------
+
+
+def test_every_bucket_is_kms_encrypted_with_the_stack_key(stack: Deployed) -> None:
+    key_arn = stack.one("aws:kms/key:Key").outputs["arn"]
+    encryption = stack.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    assert len(encryption) == len(stack.of_type("aws:s3/bucket:Bucket")) == 2
+    for config in encryption:
+        (rule,) = config.inputs["rules"]
+        default = rule["applyServerSideEncryptionByDefault"]
+        assert (default["sseAlgorithm"], default["kmsMasterKeyId"]) == ("aws:kms", key_arn)
+
+
+def test_every_bucket_blocks_all_public_access(stack: Deployed) -> None:
+    blocks = stack.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    assert len(blocks) == 2
+    for block in blocks:
+        assert all(
+            block.inputs[k] is True
+            for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+        )
+
+
+def test_every_bucket_policy_denies_requests_without_tls(stack: Deployed) -> None:
+    policies = stack.of_type("aws:s3/bucketPolicy:BucketPolicy")
+    assert len(policies) == 2
+    for policy in policies:
+        (deny,) = statements(policy)
+        assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert len(deny["Resource"]) == 2 and deny["Resource"][1].endswith("/*")
+        assert not any(s["Effect"] == "Allow" and s.get("Principal") == "*" for s in statements(policy))
+
+
+def test_every_bucket_is_versioned(stack: Deployed) -> None:
+    versioning = stack.of_type("aws:s3/bucketVersioning:BucketVersioning")
+    assert [v.inputs["versioningConfiguration"]["status"] for v in versioning] == ["Enabled", "Enabled"]
+
+
+def test_quarantine_and_rejections_expire_and_old_versions_go(stack: Deployed) -> None:
+    data_lifecycle = stack.named("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "data-lifecycle")
+    rules = {r["id"]: r for r in data_lifecycle.inputs["rules"]}
+    assert rules["expire-quarantine"]["filter"]["prefix"] == "quarantine/"
+    assert rules["expire-quarantine"]["expiration"]["days"] == 30
+    assert rules["expire-rejections"]["filter"]["prefix"] == "rejections/"
+    assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] == 30
+
+
+def test_incoming_uploads_notify_the_upload_queue(stack: Deployed) -> None:
+    notification = stack.one("aws:s3/bucketNotification:BucketNotification")
+    upload_queue = stack.named("aws:sqs/queue:Queue", "storage-upload")
+    (queue,) = notification.inputs["queues"]
+    assert queue["queueArn"] == upload_queue.outputs["arn"]
+    assert (queue["filterPrefix"], queue["events"]) == ("incoming/", ["s3:ObjectCreated:*"])
+    assert notification.inputs["bucket"] == "storage-data-id"  # the data bucket's id under the mocks
+
+
+def test_only_s3_from_the_data_bucket_may_send_to_the_upload_queue(stack: Deployed) -> None:
+    policy = stack.named("aws:sqs/queuePolicy:QueuePolicy", "storage-upload-policy")
+    (allow,) = statements(policy)
+    data_bucket_arn = stack.named("aws:s3/bucket:Bucket", "storage-data").outputs["arn"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": data_bucket_arn}}
+
+
+def test_upload_queue_has_a_dead_letter_queue(stack: Deployed) -> None:
+    queue = stack.named("aws:sqs/queue:Queue", "storage-upload")
+    dlq = stack.named("aws:sqs/queue:Queue", "storage-upload-dlq")
+    assert queue.json("redrivePolicy")["deadLetterTargetArn"] == dlq.outputs["arn"]
+
+
+# ---- registry ---------------------------------------------------------------------------
+
+
+def test_registry_table_is_on_demand_recoverable_encrypted_and_protected(stack: Deployed) -> None:
+    table = stack.one("aws:dynamodb/table:Table")
+    assert table.inputs["billingMode"] == "PAY_PER_REQUEST"
+    assert table.inputs["pointInTimeRecovery"] == {"enabled": True}
+    assert table.inputs["serverSideEncryption"]["enabled"] is True
+    assert table.inputs["deletionProtectionEnabled"] is True
+    assert (table.inputs["hashKey"], table.inputs["rangeKey"]) == ("pk", "sk")
+
+
+def test_deletion_protection_is_configurable(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, table_deletion_protection=False)
+    assert stack.one("aws:dynamodb/table:Table").inputs["deletionProtectionEnabled"] is False
+
+
+# ---- IAM --------------------------------------------------------------------------------
+
+
+def test_no_policy_allows_a_wildcard_action(stack: Deployed) -> None:
+    for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for s in statements(policy):
+            assert not any("*" in action for action in as_list(s["Action"])), (policy.name, s)
+
+
+def test_wildcard_resources_only_where_aws_requires_them(stack: Deployed) -> None:
+    for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for s in statements(policy):
+            if "*" in as_list(s["Resource"]):
+                assert set(as_list(s["Action"])) <= ALLOWED_STAR_ACTIONS, (policy.name, s)
+
+
+def test_s3_permissions_are_scoped_to_the_stacks_buckets_and_prefixes(stack: Deployed) -> None:
+    bucket_arns = {b.outputs["arn"] for b in stack.of_type("aws:s3/bucket:Bucket")}
+    for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for s in statements(policy):
+            if not any(a.startswith("s3:") for a in as_list(s["Action"])):
+                continue
+            for resource in as_list(s["Resource"]):
+                if resource in bucket_arns:  # bucket-level (ListBucket) must be narrowed by prefix
+                    assert set(as_list(s["Action"])) == {"s3:ListBucket"} and "s3:prefix" in str(s["Condition"])
+                else:
+                    bucket, _, key = resource.partition("/")
+                    assert bucket in bucket_arns and key.endswith("/*") and len(key) > 2, resource
+
+
+def test_dynamodb_permissions_name_only_the_registry_table(stack: Deployed) -> None:
+    table_arn = stack.one("aws:dynamodb/table:Table").outputs["arn"]
+    for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for s in statements(policy):
+            if any(a.startswith("dynamodb:") for a in as_list(s["Action"])):
+                assert as_list(s["Resource"]) == [table_arn]
+
+
+def test_each_function_has_its_own_role(stack: Deployed) -> None:
+    functions = stack.of_type("aws:lambda/function:Function")
+    roles = [f.inputs["role"] for f in functions]
+    assert len(functions) == 5 and len(set(roles)) == 5
+
+
+def test_sagemaker_may_only_be_passed_the_training_role(stack: Deployed) -> None:
+    role_arn = stack.named("aws:iam/role:Role", "sagemaker-role").outputs["arn"]
+    for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for s in statements(policy):
+            if "iam:PassRole" in as_list(s["Action"]):
+                assert s["Resource"] == [role_arn]
+                assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+
+
+def test_training_jobs_can_be_started_only_under_the_stack_prefix(stack: Deployed) -> None:
+    for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for s in statements(policy):
+            if "sagemaker:CreateTrainingJob" in as_list(s["Action"]):
+                assert s["Resource"] == ["arn:aws:sagemaker:eu-west-1:123456789012:training-job/skiff-test-*"]
+
+
+# ---- retraining wiring ------------------------------------------------------------------
+
+
+def test_upload_queue_feeds_the_upload_trigger_in_batches(stack: Deployed) -> None:
+    mapping = stack.one("aws:lambda/eventSourceMapping:EventSourceMapping")
+    assert mapping.inputs["eventSourceArn"] == stack.named("aws:sqs/queue:Queue", "storage-upload").outputs["arn"]
+    assert mapping.inputs["functionName"] == function(stack, "upload-trigger").outputs["arn"]
+    assert mapping.inputs["maximumBatchingWindowInSeconds"] == 30
+    assert mapping.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_training_rule_matches_only_this_stacks_final_job_states(stack: Deployed) -> None:
+    rule = stack.named("aws:cloudwatch/eventRule:EventRule", "training-job-state")
+    pattern = rule.json("eventPattern")
+    assert pattern == training_event_pattern("skiff-test")
+    assert pattern["detail"]["TrainingJobName"] == [{"prefix": "skiff-test-"}]
+
+
+def test_training_rule_targets_the_completion_function_with_a_dlq(stack: Deployed) -> None:
+    target = stack.named("aws:cloudwatch/eventTarget:EventTarget", "training-job-state-target")
+    assert target.inputs["arn"] == function(stack, "training-events").outputs["arn"]
+    dlq = stack.named("aws:sqs/queue:Queue", "training-events-dlq")
+    assert target.inputs["deadLetterConfig"]["arn"] == dlq.outputs["arn"]
+
+
+def test_retraining_functions_point_at_the_stacks_resources(stack: Deployed) -> None:
+    table = stack.one("aws:dynamodb/table:Table").inputs["name"]
+    data = stack.named("aws:s3/bucket:Bucket", "storage-data").outputs["bucket"]
+    artifacts = stack.named("aws:s3/bucket:Bucket", "storage-artifacts").outputs["bucket"]
+    role = stack.named("aws:iam/role:Role", "sagemaker-role").outputs["arn"]
+    for short in ("upload-trigger", "training-events"):
+        variables = env(stack, short)
+        assert variables["SKIFF_REGISTRY_TABLE"] == table
+        assert variables["SKIFF_DATA_BUCKET"] == data
+        assert variables["SKIFF_ARTIFACTS_BUCKET"] == artifacts
+        assert variables["SKIFF_SAGEMAKER_ROLE_ARN"] == role
+        assert variables["SKIFF_JOB_PREFIX"] == "skiff-test"
+        assert variables["SKIFF_TRAINING_SOURCE_URI"] == f"s3://{artifacts}/source/sourcedir.tar.gz"
+
+
+def test_training_source_bundle_is_uploaded(stack: Deployed) -> None:
+    source = stack.one("aws:s3/bucketObjectv2:BucketObjectv2")
+    assert source.inputs["key"] == "source/sourcedir.tar.gz"
+
+
+@pytest.mark.parametrize("use_spot", [True, False])
+def test_spot_training_is_configurable(bundle_dir: Path, use_spot: bool) -> None:
+    stack = run_program(bundle_dir, use_spot=use_spot)
+    assert env(stack, "upload-trigger")["SKIFF_TRAINING_USE_SPOT"] == str(use_spot).lower()
+
+
+# ---- serving ----------------------------------------------------------------------------
+
+
+def test_admin_routes_require_iam(stack: Deployed) -> None:
+    routes = {
+        r.inputs["routeKey"]: r.inputs["authorizationType"] for r in stack.of_type("aws:apigatewayv2/route:Route")
+    }
+    admin = {k: v for k, v in routes.items() if k != "POST /predict"}
+    assert set(admin) == {
+        "GET /models",
+        "GET /models/production",
+        "GET /models/{version}",
+        "POST /models/{version}/promote",
+        "POST /rollback",
+    }
+    assert set(admin.values()) == {"AWS_IAM"}
+    assert routes["POST /predict"] == "NONE"
+
+
+def test_predict_auth_is_configurable(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, predict_auth="iam")
+    route = stack.one("aws:apigatewayv2/route:Route", lambda r: r.inputs["routeKey"] == "POST /predict")
+    assert route.inputs["authorizationType"] == "AWS_IAM"
+
+
+def test_stage_throttles_and_logs_access(stack: Deployed) -> None:
+    stage = stack.one("aws:apigatewayv2/stage:Stage")
+    assert stage.inputs["defaultRouteSettings"]["throttlingRateLimit"] == 50
+    assert stage.inputs["defaultRouteSettings"]["throttlingBurstLimit"] == 100
+    assert (
+        stage.inputs["accessLogSettings"]["destinationArn"]
+        == stack.named("aws:cloudwatch/logGroup:LogGroup", "api-access-logs").outputs["arn"]
+    )
+
+
+def test_inference_function_reads_only_models_and_the_registry(stack: Deployed) -> None:
+    variables = env(stack, "inference")
+    assert variables["SKIFF_REGISTRY_TABLE"] == stack.one("aws:dynamodb/table:Table").inputs["name"]
+    policy = stack.named("aws:iam/rolePolicy:RolePolicy", "serving-inference-policy")
+    actions = {a for s in statements(policy) for a in as_list(s["Action"])}
+    assert actions == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "kms:Decrypt",
+        "s3:GetObject",
+    }
+
+
+@pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+def test_lambda_architecture_is_configurable(bundle_dir: Path, architecture: str) -> None:
+    stack = run_program(bundle_dir, lambda_architecture=architecture)
+    assert {tuple(f.inputs["architectures"]) for f in stack.of_type("aws:lambda/function:Function")} == {
+        (architecture,)
+    }
+    assert stack.one("aws:lambda/layerVersion:LayerVersion").inputs["compatibleArchitectures"] == [architecture]
+
+
+def test_provisioned_concurrency_goes_through_an_alias(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, provisioned_concurrency=2)
+    config = stack.one("aws:lambda/provisionedConcurrencyConfig:ProvisionedConcurrencyConfig")
+    assert (config.inputs["qualifier"], config.inputs["provisionedConcurrentExecutions"]) == ("live", 2)
+
+
+# ---- monitoring -------------------------------------------------------------------------
+
+
+def test_alarms_cover_serving_training_and_dead_letters(stack: Deployed) -> None:
+    names = {a.inputs["name"] for a in stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert names == {
+        "skiff-test-inference-5xx-rate",
+        "skiff-test-inference-p99-latency",
+        "skiff-test-inference-throttles",
+        "skiff-test-training-failures",
+        "skiff-test-upload-dlq-depth",
+        "skiff-test-training-events-dlq-depth",
+    }
+
+
+def test_serving_alarms_trigger_the_rollback_function(stack: Deployed) -> None:
+    alarms = [
+        stack.one("aws:cloudwatch/metricAlarm:MetricAlarm", lambda a, n=n: a.inputs["name"] == n)
+        for n in ("skiff-test-inference-5xx-rate", "skiff-test-inference-p99-latency")
+    ]
+    rule = stack.named("aws:cloudwatch/eventRule:EventRule", "serving-alarm")
+    assert rule.json("eventPattern") == alarm_event_pattern([a.outputs["arn"] for a in alarms])
+    target = stack.named("aws:cloudwatch/eventTarget:EventTarget", "serving-alarm-target")
+    assert target.inputs["arn"] == function(stack, "alarm-rollback").outputs["arn"]
+
+
+def test_outputs_name_the_api_the_buckets_and_an_upload_command(stack: Deployed) -> None:
+    data = stack.named("aws:s3/bucket:Bucket", "storage-data").outputs["bucket"]
+    assert stack.outputs["upload_command"] == f"aws s3 cp data.csv s3://{data}/incoming/"
+    assert stack.outputs["api_url"] == "https://abc123.execute-api.eu-west-1.amazonaws.com"
+    assert stack.outputs["data_bucket"] == data and stack.outputs["registry_table"] == "skiff-test-registry"
+
+
+def test_pulumi_yaml_documents_every_setting() -> None:
+    import dataclasses
+
+    import yaml
+
+    from infra.settings import StackSettings
+    from tests.conftest import ROOT
+
+    documented = set(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"])
+    names = [f.name for f in dataclasses.fields(StackSettings)]
+    expected = {"skiff:" + name.split("_")[0] + "".join(p.capitalize() for p in name.split("_")[1:]) for name in names}
+    assert documented == expected
+
+
+def test_bad_setting_is_refused_with_the_key_named() -> None:
+    from infra.settings import StackSettings
+    from skiff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"skiff:predictAuth should be none or iam \(got: 'open'\)"):
+        StackSettings(prefix="x", predict_auth="open")
