@@ -13,6 +13,7 @@ import pulumi_aws as aws
 from infra.functions import FunctionArgs, SkiffFunction
 from infra.policies import assume_role, document, statement
 from infra.settings import StackSettings
+from skiff.retraining import training_event_pattern
 
 
 @dataclass(frozen=True)
@@ -257,14 +258,3 @@ class Retraining(pulumi.ComponentResource):
             opts=child,
         )
         self.register_outputs({"sagemaker_role_arn": self.sagemaker_role.arn, "rule_arn": self.rule.arn})
-
-
-def training_event_pattern(prefix: str) -> dict[str, Any]:
-    return {
-        "source": ["aws.sagemaker"],
-        "detail-type": ["SageMaker Training Job State Change"],
-        "detail": {
-            "TrainingJobName": [{"prefix": f"{prefix}-"}],
-            "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
-        },
-    }

@@ -287,3 +287,15 @@ class TrainingScheduler:
             ConditionExpression=condition,
             ExpressionAttributeValues=dynamo.values(**named),
         )
+
+
+def training_event_pattern(prefix: str) -> dict[str, Any]:
+    """The EventBridge pattern for the final states of this stack's jobs (infra and local stack)."""
+    return {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Training Job State Change"],
+        "detail": {
+            "TrainingJobName": [{"prefix": f"{prefix}-"}],
+            "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+        },
+    }

@@ -1,0 +1,358 @@
+"""The embedded local stack: the whole product on one machine, with the very same handlers.
+
+- AWS APIs: a moto server on 127.0.0.1 (one request at a time, see moto_server.py), holding
+  the same resources the Pulumi stack creates, named from the same prefix.
+- Event routing: S3 -> SQS notifications are delivered by moto; a router drains the upload
+  queue into the upload trigger, exactly as Lambda's SQS event source would. Training-job
+  state changes go through a real EventBridge rule with the stack's pattern, delivered to an
+  SQS queue (moto cannot invoke Lambda targets) that the router drains into the completion
+  handler.
+- Training: moto records create_training_job but runs nothing; the executor runs each new
+  job with training/train.py under the SageMaker container contract and emits its
+  state-change event.
+- HTTP: a front on 127.0.0.1 turns requests into API Gateway v2 events for the inference and
+  registry handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skiff.aws import client, reset_clients
+from skiff.local.http_front import HttpFront, LocalContext
+from skiff.local.moto_server import MotoServer
+from skiff.local.sagemaker import event_detail, run_described_job
+from skiff.registry import create_table
+from skiff.retraining import training_event_pattern
+
+log = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+ADMIN_PATHS = ("/models", "/rollback")
+
+
+def _handler_modules() -> tuple[Any, Any, Any, Any]:
+    """The Lambda handlers, imported from the checkout (functions/ is deployed, not installed)."""
+    import sys
+
+    from skiff.bundle import ROOT
+
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    from functions.inference import handler as inference
+    from functions.registry_api import handler as registry_api
+    from functions.training_events import handler as training_events
+    from functions.upload_trigger import handler as upload_trigger
+
+    return inference, registry_api, upload_trigger, training_events
+
+
+@dataclass(frozen=True)
+class LocalStackConfig:
+    prefix: str = "skiff-local"
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "skiff-local")
+    api_port: int = 0
+    moto_port: int = 0
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    gate_metric: str = "accuracy"
+    gate_tolerance: float = 0.0
+    gate_baseline_margin: float = 0.02
+    alias_ttl_seconds: float = 2.0
+    poll_seconds: float = 0.2
+
+    @property
+    def names(self) -> dict[str, str]:
+        p = self.prefix
+        return {
+            "data_bucket": f"{p}-data",
+            "artifacts_bucket": f"{p}-artifacts",
+            "registry_table": f"{p}-registry",
+            "upload_queue": f"{p}-upload",
+            "upload_dlq": f"{p}-upload-dlq",
+            "training_events_queue": f"{p}-training-events",
+            "training_rule": f"{p}-training-job-state",
+        }
+
+
+class LocalStack:
+    def __init__(self, config: LocalStackConfig = LocalStackConfig()) -> None:
+        self.config = config
+        self.moto = MotoServer(port=config.moto_port)
+        self.http: HttpFront | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ran_jobs: set[str] = set()
+        self.job_progress: dict[str, dict[str, Any]] = {}
+        self._saved_env: dict[str, str | None] = {}
+        self.errors: list[str] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        self.moto.start()
+        names = self.config.names
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        self._set_env(
+            {
+                "AWS_ENDPOINT_URL": self.moto.endpoint_url,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_SESSION_TOKEN": None,
+                "AWS_PROFILE": None,
+                "SKIFF_REGISTRY_TABLE": names["registry_table"],
+                "SKIFF_DATA_BUCKET": names["data_bucket"],
+                "SKIFF_ARTIFACTS_BUCKET": names["artifacts_bucket"],
+                "SKIFF_JOB_PREFIX": self.config.prefix,
+                "SKIFF_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/skiff-local-sagemaker",
+                "SKIFF_TRAINING_IMAGE_URI": "local/training-container:latest",
+                "SKIFF_TRAINING_SOURCE_URI": f"s3://{names['artifacts_bucket']}/source/sourcedir.tar.gz",
+                "SKIFF_HYPERPARAMETERS": json.dumps(self.config.hyperparameters),
+                "SKIFF_GATE_METRIC": self.config.gate_metric,
+                "SKIFF_GATE_TOLERANCE": str(self.config.gate_tolerance),
+                "SKIFF_GATE_BASELINE_MARGIN": str(self.config.gate_baseline_margin),
+                "SKIFF_ALIAS_TTL_SECONDS": str(self.config.alias_ttl_seconds),
+                "SKIFF_MODEL_CACHE_DIR": str(self.config.work_dir / "model-cache"),
+                "SKIFF_WORK_DIR": str(self.config.work_dir / "completion"),
+                "POWERTOOLS_METRICS_NAMESPACE": "Skiff",
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+            }
+        )
+        reset_clients()
+        self._forget_handler_state()
+        self._provision()
+        inference, registry_api, _, _ = self._handlers()
+        self.http = HttpFront(
+            [
+                ("skiff-local-inference", lambda path: path == "/predict", inference),
+                ("skiff-local-registry-api", lambda path: path.startswith(ADMIN_PATHS), registry_api),
+            ],
+            port=self.config.api_port,
+        ).start()
+        for target, name in ((self._route_events, "event-router"), (self._execute_jobs, "training-executor")):
+            thread = threading.Thread(target=self._forever(target), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+        if self.http is not None:
+            self.http.stop()
+        self.moto.stop()
+        reset_clients()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def api_url(self) -> str:
+        assert self.http is not None
+        return self.http.url
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.moto.endpoint_url
+
+    def outputs(self) -> dict[str, str]:
+        """The same keys as the Pulumi stack's outputs, so the CLI treats both alike."""
+        names = self.config.names
+        return {
+            "api_url": self.api_url,
+            "data_bucket": names["data_bucket"],
+            "artifacts_bucket": names["artifacts_bucket"],
+            "registry_table": names["registry_table"],
+            "job_prefix": self.config.prefix,
+            "aws_endpoint_url": self.endpoint_url,
+            "region": REGION,
+            "upload_command": f"skiff upload data.csv   (s3://{names['data_bucket']}/incoming/)",
+        }
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def _set_env(self, values: dict[str, str | None]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    @staticmethod
+    def _handlers() -> tuple[Callable[..., Any], ...]:
+        from functions.inference import handler as inference
+        from functions.registry_api import handler as registry_api
+        from functions.training_events import handler as training_events
+        from functions.upload_trigger import handler as upload_trigger
+
+        return (
+            inference.lambda_handler,
+            registry_api.lambda_handler,
+            upload_trigger.lambda_handler,
+            training_events.lambda_handler,
+        )
+
+    @staticmethod
+    def _forget_handler_state() -> None:
+        """A fresh stack means fresh "containers": drop what the handler modules cached."""
+        from functions.inference import handler as inference
+        from functions.registry_api import handler as registry_api
+        from functions.training_events import handler as training_events
+        from functions.upload_trigger import handler as upload_trigger
+
+        inference._server = None
+        registry_api._registry = None
+        registry_api._idempotent_change = None
+        upload_trigger._catalog = None
+        upload_trigger._scheduler = None
+        training_events._completion = None
+
+    def _provision(self) -> None:
+        names = self.config.names
+        s3, sqs, events = client("s3"), client("sqs"), client("events")
+        for bucket in (names["data_bucket"], names["artifacts_bucket"]):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        create_table(names["registry_table"])
+        dlq = sqs.create_queue(QueueName=names["upload_dlq"])["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.upload_queue = sqs.create_queue(
+            QueueName=names["upload_queue"],
+            Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+        )["QueueUrl"]
+        upload_arn = sqs.get_queue_attributes(QueueUrl=self.upload_queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        s3.put_bucket_notification_configuration(
+            Bucket=names["data_bucket"],
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": upload_arn,
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
+                    }
+                ]
+            },
+        )
+        self.events_queue = sqs.create_queue(QueueName=names["training_events_queue"])["QueueUrl"]
+        events_arn = sqs.get_queue_attributes(QueueUrl=self.events_queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        events.put_rule(
+            Name=names["training_rule"], EventPattern=json.dumps(training_event_pattern(self.config.prefix))
+        )
+        events.put_targets(Rule=names["training_rule"], Targets=[{"Id": "completion", "Arn": events_arn}])
+        from skiff.bundle import build_training_source
+
+        source = build_training_source(self.config.work_dir / "source")
+        s3.upload_file(str(source), names["artifacts_bucket"], "source/sourcedir.tar.gz")
+
+    # ---- the moving parts ----------------------------------------------------------------------
+    def _forever(self, step: Callable[[], bool]) -> Callable[[], None]:
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    busy = step()
+                except Exception as exc:  # a background loop must survive one bad event; record why
+                    log.exception("local stack loop failed")
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                    busy = False
+                if not busy:
+                    self._stop.wait(self.config.poll_seconds)
+
+        return loop
+
+    def _route_events(self) -> bool:
+        """Deliver queued messages to their handler, as Lambda event source mappings do."""
+        _, _, upload_trigger, training_events = self._handlers()
+        sqs = client("sqs")
+        busy = False
+        messages = sqs.receive_message(QueueUrl=self.upload_queue, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+            "Messages", []
+        )
+        if messages:
+            busy = True
+            arn = sqs.get_queue_attributes(QueueUrl=self.upload_queue, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            event = {"Records": [_sqs_record(m, arn) for m in messages]}
+            response = upload_trigger(event, LocalContext(f"{self.config.prefix}-upload-trigger"))
+            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+            for message in messages:
+                if message["MessageId"] not in failed:
+                    sqs.delete_message(QueueUrl=self.upload_queue, ReceiptHandle=message["ReceiptHandle"])
+        for message in sqs.receive_message(QueueUrl=self.events_queue, MaxNumberOfMessages=10).get("Messages", []):
+            busy = True
+            training_events(json.loads(message["Body"]), LocalContext(f"{self.config.prefix}-training-events"))
+            sqs.delete_message(QueueUrl=self.events_queue, ReceiptHandle=message["ReceiptHandle"])
+        return busy
+
+    def _execute_jobs(self) -> bool:
+        """Run each new training job locally, then announce its end through EventBridge."""
+        sagemaker = client("sagemaker")
+        summaries = sagemaker.list_training_jobs(SortBy="CreationTime", SortOrder="Ascending")["TrainingJobSummaries"]
+        pending = [s["TrainingJobName"] for s in summaries if s["TrainingJobName"] not in self._ran_jobs]
+        if not pending:
+            return False
+        name = pending[0]
+        self._ran_jobs.add(name)
+        description = sagemaker.describe_training_job(TrainingJobName=name)
+        self.job_progress[name] = {"status": "InProgress", "epoch": 0, "epochs": None, "started": time.time()}
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if event["event"] == "epoch":
+                self.job_progress[name].update(epoch=event["epoch"], epochs=event["epochs"])
+
+        root = self.config.work_dir / "jobs" / name
+        shutil.rmtree(root, ignore_errors=True)
+        try:
+            detail = run_described_job(description, root, on_progress=on_progress)
+        except Exception as exc:  # the job itself broke (not the model): report it as SageMaker would
+            detail = event_detail(description, "Failed", FailureReason=f"InternalServerError: {exc}")
+        self.job_progress[name].update(
+            status=detail["TrainingJobStatus"], ended=time.time(), failure_reason=detail.get("FailureReason")
+        )
+        client("events").put_events(
+            Entries=[
+                {
+                    "Source": "aws.sagemaker",
+                    "DetailType": "SageMaker Training Job State Change",
+                    "Detail": json.dumps(detail),
+                    "Resources": [description.get("TrainingJobArn", "")],
+                }
+            ]
+        )
+        return True
+
+
+def _sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": REGION,
+    }
