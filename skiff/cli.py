@@ -115,15 +115,15 @@ def metrics_table(metrics: dict[str, Any], title: str = "evaluation") -> Table:
     return table
 
 
-def predictions_table(texts: Sequence[str], predictions: Sequence[Any]) -> Table:
-    table = Table(title="predictions (int8 ONNX)")
+def answers_table(answers: Sequence[dict[str, Any]], version: str | None = None) -> Table:
+    table = Table(title="predictions (int8 ONNX)" + (f" — model {version}" if version else ""))
     table.add_column("text")
     table.add_column("label")
     table.add_column("score", justify="right")
-    for text, prediction in zip(texts, predictions, strict=True):
-        table.add_row(
-            text if len(text) <= 70 else text[:67] + "…", prediction.label, f"{prediction.scores[prediction.label]:.4f}"
-        )
+    for answer in answers:
+        text = answer["text"]
+        short = text if len(text) <= 70 else text[:67] + "…"
+        table.add_row(short, answer["label"], f"{answer['scores'][answer['label']]:.4f}")
     return table
 
 
@@ -144,47 +144,144 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from skiff.predictor import Predictor
+    version = None
+    if args.model:  # offline: an artifact directory, onnxruntime only
+        from skiff.predictor import Predictor
 
-    predictor = Predictor.from_directory(args.model, threads=args.threads)
-    predictions = predictor.predict(args.texts)
+        predictions = Predictor.from_directory(args.model, threads=args.threads).predict(args.texts)
+        answers = [
+            {"text": t, "label": p.label, "scores": p.scores} for t, p in zip(args.texts, predictions, strict=True)
+        ]
+    else:  # the stack's API: what callers of the deployed service get
+        answer = _client(args).predict(args.texts)
+        version = answer["model_version"]
+        answers = [{"text": t, **p} for t, p in zip(args.texts, answer["predictions"], strict=True)]
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {"text": t, "label": p.label, "scores": p.scores}
-                    for t, p in zip(args.texts, predictions, strict=True)
-                ]
-            )
-        )
+        print(json.dumps({"model_version": version, "predictions": answers} if version else answers))
     else:
-        out.print(predictions_table(args.texts, predictions))
+        out.print(answers_table(answers, version))
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from skiff.data import write_csv
-    from skiff.demo_data import generate
-    from skiff.predictor import Predictor
+def _client(args: argparse.Namespace) -> Any:
+    from skiff.client import StackClient, StackOutputs
 
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="skiff-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    data = workdir / "support-tickets.csv"
-    write_csv(data, generate(args.rows, seed=args.seed))
-    out.print(f"[bold]1.[/] generated {args.rows} synthetic support messages (the project's own demo data) → {data}")
-    out.print("[bold]2.[/] training under the SageMaker container contract (train → ONNX → int8 → parity check)")
-    model_dir = workdir / "model"
-    metrics = train_model(data, model_dir, _hyperparameters(args.hp))
-    out.print(metrics_table(metrics, "demo model"))
-    samples = [
-        "hi, the app keeps crashing since the update, is the service down?",
-        "my parcel went to the wrong address, please resend it",
-        "I was charged twice for the subscription, can you refund it?",
-        "my account is locked and the code does not work",
-    ]
-    out.print("[bold]3.[/] serving with onnxruntime only (no torch in this process)")
-    out.print(predictions_table(samples, Predictor.from_directory(model_dir).predict(samples)))
-    out.print(f'next: open {model_dir / "report.png"}, or run: skiff predict --model {model_dir} "your text"')
+    return StackClient(StackOutputs.load(getattr(args, "stack", None)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from skiff.demo import run_demo
+
+    return run_demo(out, console, Path(args.workdir) if args.workdir else None, _hyperparameters(args.hp), args.rows)
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from skiff.local import control
+
+    if args.action == "up":
+        outputs = control.up(args.api_port, json.dumps(_hyperparameters(args.hp).to_dict()) if args.hp else "{}")
+    elif args.action == "down":
+        control.down()
+        out.print("local stack stopped")
+        return 0
+    else:
+        outputs = control.status()
+    if args.json:
+        print(json.dumps(outputs))
+    else:
+        table = Table(title="local stack")
+        table.add_column("output")
+        table.add_column("value")
+        for key, value in outputs.items():
+            table.add_row(key, str(value))
+        out.print(table)
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    stack = _client(args)
+    upload = stack.upload(Path(args.file))
+    with console.status(f"uploaded {upload['key']} ({upload['bytes']} bytes); waiting for validation…"):
+        outcome = stack.upload_outcome(upload, timeout=args.timeout)
+    if args.json:
+        print(json.dumps({**upload, **outcome}))
+    elif outcome["status"] == "accepted":
+        out.print(
+            f"[green]accepted[/] as part of dataset {outcome['dataset_version']} ({outcome['rows']} rows in all); "
+            "training starts (or waits for the running job) — follow it with `skiff jobs`"
+        )
+    else:
+        out.print(rejection_text(outcome))
+    return 0 if outcome["status"] == "accepted" else 1
+
+
+def rejection_text(outcome: dict[str, Any]) -> str:
+    problems = "\n".join(
+        f"  - line {p['line']}: {p['message']}" if p.get("line") else f"  - {p['message']}" for p in outcome["problems"]
+    )
+    return (
+        f"[red]rejected[/]: {outcome['reason']}\n{problems}\n"
+        f"kept as {outcome.get('quarantined_as')}; fix the file and upload it again"
+    )
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = _client(args).jobs()
+    if args.json:
+        print(json.dumps(jobs))
+        return 0
+    table = Table(title="training jobs (newest first)")
+    for column in ("job", "dataset", "status", "progress", "failure"):
+        table.add_column(column)
+    for job in jobs:
+        progress = f"epoch {job['epoch']}/{job['epochs']}" if job.get("epochs") else ""
+        table.add_row(job["name"], job["dataset_version"], job["status"], progress, job.get("failure_reason") or "")
+    out.print(table if jobs else "no training jobs yet: upload data with `skiff upload FILE.csv`")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    models = _client(args).models(limit=args.limit)
+    if args.json:
+        print(json.dumps(models))
+        return 0
+    out.print(models_table(models) if models else "no model versions yet: upload data with `skiff upload FILE.csv`")
+    return 0
+
+
+def models_table(models: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="model versions (newest first)")
+    for column in ("version", "status", "accuracy", "macro-F1", "dataset", "why"):
+        table.add_column(column, justify="right" if column in ("accuracy", "macro-F1") else "left")
+    styles = {"production": "bold green", "rejected": "red", "failed": "red"}
+    for model in models:
+        metrics = model.get("metrics") or {}
+        table.add_row(
+            model["version"],
+            f"[{styles.get(model['status'], '')}]{model['status']}[/]"
+            if model["status"] in styles
+            else model["status"],
+            f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "",
+            f"{metrics['macro_f1']:.4f}" if "macro_f1" in metrics else "",
+            model["lineage"].get("dataset_version", ""),
+            model.get("status_reason") or "",
+        )
+    return table
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    change = _client(args).promote(args.version, args.reason)
+    print(json.dumps(change)) if args.json else out.print(
+        f"production is now {change['version']} (was {change['previous_version']})"
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    change = _client(args).rollback(args.reason)
+    print(json.dumps(change)) if args.json else out.print(
+        f"rolled back: production is now {change['version']} (was {change['previous_version']})"
+    )
     return 0
 
 
@@ -219,19 +316,48 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print metrics as JSON, no progress bar")
     train.set_defaults(func=cmd_train)
 
-    predict = commands.add_parser("predict", help="classify texts with an artifact's int8 ONNX model")
-    predict.add_argument("--model", required=True, help="artifact directory")
+    predict = commands.add_parser("predict", help="classify texts (the stack's API, or --model DIR offline)")
+    predict.add_argument("--model", help="an artifact directory: predict offline with onnxruntime, no stack")
+    predict.add_argument("--stack", help="a deployed stack's outputs (pulumi stack output --json); default: local")
     predict.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all CPUs)")
     predict.add_argument("--json", action="store_true")
     predict.add_argument("texts", nargs="+")
     predict.set_defaults(func=cmd_predict)
 
-    demo = commands.add_parser("demo", help="generate demo data, train, and serve predictions")
-    demo.add_argument("--workdir", help="where to keep the demo's data and model (default: a new temp dir)")
-    demo.add_argument("--rows", type=int, default=2000)
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--hp", action="append", default=["epochs=5"], metavar="NAME=VALUE")
+    demo = commands.add_parser("demo", help="the whole loop on the local stack: upload, retrain, serve, roll back")
+    demo.add_argument("--workdir", help="where to keep the demo's data and reports (default: a new temp dir)")
+    demo.add_argument("--rows", type=int, default=1500, help="rows per synthetic batch")
+    demo.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
     demo.set_defaults(func=cmd_demo)
+
+    local = commands.add_parser("local", help="the embedded local stack: up, down, status")
+    local.add_argument("action", choices=["up", "down", "status"])
+    local.add_argument("--api-port", type=int, default=0, help="port of the local API (default: any free one)")
+    local.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="training hyperparameter")
+    local.add_argument("--json", action="store_true")
+    local.set_defaults(func=cmd_local)
+
+    def stack_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--stack", help="a deployed stack's outputs (pulumi stack output --json); default: local")
+        command.add_argument("--json", action="store_true")
+        return command
+
+    upload = stack_command("upload", "upload a text,label CSV; it is validated, versioned and trained on")
+    upload.add_argument("file")
+    upload.add_argument("--timeout", type=float, default=120, help="seconds to wait for the validation outcome")
+    upload.set_defaults(func=cmd_upload)
+    stack_command("jobs", "training jobs with status and progress").set_defaults(func=cmd_jobs)
+    models = stack_command("models", "model versions, metrics, which serves, why others were rejected")
+    models.add_argument("--limit", type=int, default=20)
+    models.set_defaults(func=cmd_models)
+    promote = stack_command("promote", "make a version serve")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="promoted by hand with the skiff CLI")
+    promote.set_defaults(func=cmd_promote)
+    rollback = stack_command("rollback", "return production to the previous version")
+    rollback.add_argument("--reason", default="rolled back by hand with the skiff CLI")
+    rollback.set_defaults(func=cmd_rollback)
     bundle = commands.add_parser("bundle", help="build the Lambda function zips and dependency layer")
     bundle.add_argument("--arch", choices=["arm64", "x86_64"], default="arm64")
     bundle.add_argument("--out", default="build/lambda", help="output directory")

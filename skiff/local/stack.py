@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,9 +126,11 @@ class LocalStack:
                 "SKIFF_WORK_DIR": str(self.config.work_dir / "completion"),
                 "POWERTOOLS_METRICS_NAMESPACE": "Skiff",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
+                "POWERTOOLS_METRICS_DISABLED": "true",  # no EMF lines on a laptop terminal
             }
         )
         reset_clients()
+        self._quiet_logs()
         self._forget_handler_state()
         self._provision()
         inference, registry_api, _, _ = self._handlers()
@@ -152,11 +155,26 @@ class LocalStack:
             self.http.stop()
         self.moto.stop()
         reset_clients()
+        for name in ("skiff", "functions"):
+            logging.getLogger(name).removeHandler(self._log_handler)
+            logging.getLogger(name).propagate = True
+        self._log_handler.close()
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+    def _quiet_logs(self) -> None:
+        """The functions' logs go to work_dir/stack.log, not over the CLI's output."""
+        self._log_handler = logging.FileHandler(self.config.work_dir / "stack.log")
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for name in ("skiff", "functions"):
+            logger = logging.getLogger(name)
+            logger.addHandler(self._log_handler)
+            logger.propagate = False
+        # Metrics are off locally (POWERTOOLS_METRICS_DISABLED); Powertools still warns each call.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -185,7 +203,18 @@ class LocalStack:
             "aws_endpoint_url": self.endpoint_url,
             "region": REGION,
             "upload_command": f"skiff upload data.csv   (s3://{names['data_bucket']}/incoming/)",
+            "progress_file": str(self.progress_file),
         }
+
+    @property
+    def progress_file(self) -> Path:
+        return self.config.work_dir / "jobs.json"
+
+    def _record_progress(self, name: str, **changes: Any) -> None:
+        self.job_progress.setdefault(name, {}).update(changes)
+        partial = self.progress_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(self.job_progress))
+        partial.replace(self.progress_file)
 
     # ---- set-up ------------------------------------------------------------------------------
     def _set_env(self, values: dict[str, str | None]) -> None:
@@ -198,26 +227,12 @@ class LocalStack:
 
     @staticmethod
     def _handlers() -> tuple[Callable[..., Any], ...]:
-        from functions.inference import handler as inference
-        from functions.registry_api import handler as registry_api
-        from functions.training_events import handler as training_events
-        from functions.upload_trigger import handler as upload_trigger
-
-        return (
-            inference.lambda_handler,
-            registry_api.lambda_handler,
-            upload_trigger.lambda_handler,
-            training_events.lambda_handler,
-        )
+        return tuple(module.lambda_handler for module in _handler_modules())
 
     @staticmethod
     def _forget_handler_state() -> None:
         """A fresh stack means fresh "containers": drop what the handler modules cached."""
-        from functions.inference import handler as inference
-        from functions.registry_api import handler as registry_api
-        from functions.training_events import handler as training_events
-        from functions.upload_trigger import handler as upload_trigger
-
+        inference, registry_api, upload_trigger, training_events = _handler_modules()
         inference._server = None
         registry_api._registry = None
         registry_api._idempotent_change = None
@@ -316,11 +331,11 @@ class LocalStack:
         name = pending[0]
         self._ran_jobs.add(name)
         description = sagemaker.describe_training_job(TrainingJobName=name)
-        self.job_progress[name] = {"status": "InProgress", "epoch": 0, "epochs": None, "started": time.time()}
+        self._record_progress(name, status="InProgress", epoch=0, epochs=None, started=time.time())
 
         def on_progress(event: dict[str, Any]) -> None:
             if event["event"] == "epoch":
-                self.job_progress[name].update(epoch=event["epoch"], epochs=event["epochs"])
+                self._record_progress(name, epoch=event["epoch"], epochs=event["epochs"])
 
         root = self.config.work_dir / "jobs" / name
         shutil.rmtree(root, ignore_errors=True)
@@ -328,8 +343,8 @@ class LocalStack:
             detail = run_described_job(description, root, on_progress=on_progress)
         except Exception as exc:  # the job itself broke (not the model): report it as SageMaker would
             detail = event_detail(description, "Failed", FailureReason=f"InternalServerError: {exc}")
-        self.job_progress[name].update(
-            status=detail["TrainingJobStatus"], ended=time.time(), failure_reason=detail.get("FailureReason")
+        self._record_progress(
+            name, status=detail["TrainingJobStatus"], ended=time.time(), failure_reason=detail.get("FailureReason")
         )
         client("events").put_events(
             Entries=[
