@@ -43,13 +43,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def is_alive(pid: int) -> bool:
+    """True while ``pid`` runs; an exited child of ours is reaped, not counted as alive."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (the usual case: `skiff local up` has long exited)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    status = Path(f"/proc/{pid}/status")
+    # A zombie has exited and only waits for its parent to collect it.
+    return not (status.is_file() and "\nState:\tZ" in status.read_text())
 
 
 def read_state(path: Path | None = None) -> dict | None:

@@ -1,0 +1,113 @@
+"""The skiff CLI against a running local stack, and the stack's background lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from skiff.cli import main
+from skiff.local.stack import LocalStack, LocalStackConfig
+
+SMALL = {"epochs": 2, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}
+
+
+@pytest.fixture(scope="module")
+def stack_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    work = tmp_path_factory.mktemp("cli-stack")
+    with LocalStack(LocalStackConfig(work_dir=work, hyperparameters=SMALL, alias_ttl_seconds=0.2)) as stack:
+        path = work / "outputs.json"
+        path.write_text(json.dumps(stack.outputs()))
+        yield path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_commands_explain_what_to_do_without_a_stack(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKIFF_HOME", str(tmp_path))
+    code, _, err = run(capsys, "models")
+    assert code == 2 and "skiff local up" in err and "--stack outputs.json" in err
+
+
+def test_upload_models_predict_and_rollback_through_the_cli(
+    stack_file: Path, sms_spam: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "upload", str(sms_spam / "test.csv"), "--stack", str(stack_file), "--json")
+    assert code == 0 and json.loads(out)["status"] == "accepted"
+    from skiff.client import StackClient, StackOutputs
+
+    client = StackClient(StackOutputs.load(str(stack_file)))
+    first = client.wait_for_job("ds-000001")
+    assert first["status"] == "production"
+
+    code, out, _ = run(capsys, "predict", "Free entry! text WIN to 80086", "--stack", str(stack_file), "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["model_version"] == first["version"] and answer["predictions"][0]["label"] == "spam"
+
+    code, out, _ = run(capsys, "models", "--stack", str(stack_file), "--json")
+    assert [m["version"] for m in json.loads(out)] == [first["version"]]
+
+    code, out, _ = run(capsys, "jobs", "--stack", str(stack_file), "--json")
+    (job,) = json.loads(out)
+    assert (job["dataset_version"], job["status"], job["epoch"]) == ("ds-000001", "Completed", 2)
+
+    code, _, err = run(capsys, "rollback", "--stack", str(stack_file))
+    assert code == 2 and "HTTP 409 conflict" in err and "none before" in err
+
+
+def test_rejected_upload_exits_1_and_lists_the_lines(
+    stack_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"text,label\nfine,ham\n,spam\n")
+    code, out, _ = run(capsys, "upload", str(bad), "--stack", str(stack_file))
+    assert code == 1
+    assert "rejected" in out and "line 3: empty text" in out and "quarantine/bad.csv" in out
+
+
+def test_promote_of_an_unknown_version_is_404(stack_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "promote", "v19990101-000000000-0000", "--stack", str(stack_file))
+    assert code == 2 and "HTTP 404 not_found" in err
+
+
+def test_local_up_and_down_leave_no_process_or_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skiff.local import control
+    from skiff.local.daemon import is_alive, read_state
+
+    monkeypatch.setenv("SKIFF_HOME", str(tmp_path))
+    outputs = control.up(timeout=90)
+    pid = read_state()["pid"]  # type: ignore[index]
+    ports = [urlsplit(outputs["api_url"]).port, urlsplit(outputs["aws_endpoint_url"]).port]
+    assert all(_listening(port) for port in ports)
+    assert control.up() == outputs  # idempotent: the same stack
+    control.down()
+    assert not is_alive(pid)
+    assert not any(_listening(port) for port in ports)
+    assert not (tmp_path / "local" / "state.json").exists()
+    control.down()  # idempotent
+
+
+def _listening(port: int | None) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port or 0)) == 0
+
+
+def test_local_status_without_a_stack_says_how_to_start_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SKIFF_HOME", str(tmp_path))
+    code, _, err = run(capsys, "local", "status")
+    assert code == 2 and "skiff local up" in err
+    assert os.environ["SKIFF_HOME"] == str(tmp_path)

@@ -1,0 +1,126 @@
+"""End to end on the embedded local stack, with the real sms-spam data and the real handlers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skiff.client import ApiError, StackClient, StackOutputs
+from skiff.data import read_csv, write_csv
+from skiff.local.stack import LocalStack, LocalStackConfig
+
+SMALL = {"epochs": 3, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, StackClient]]:
+    config = LocalStackConfig(
+        work_dir=tmp_path_factory.mktemp("local-stack"), hyperparameters=SMALL, alias_ttl_seconds=0.5
+    )
+    with LocalStack(config) as stack:
+        yield stack, StackClient(StackOutputs.from_dict(stack.outputs(), "local stack"))
+
+
+@pytest.fixture(scope="module")
+def sms_batches(tmp_path_factory: pytest.TempPathFactory, sms_spam: Path) -> list[Path]:
+    rows = read_csv(sms_spam / "train.csv").examples
+    directory = tmp_path_factory.mktemp("sms-batches")
+    paths = []
+    for i, (start, end) in enumerate(((0, 2000), (2000, 4460))):
+        path = directory / f"sms-{i}.csv"
+        write_csv(path, rows[start:end])
+        paths.append(path)
+    return paths
+
+
+def wait_for_model(client: StackClient, dataset_version: str, timeout: float = 120) -> dict:
+    return client.wait_for_job(dataset_version, timeout=timeout)
+
+
+def test_upload_trains_a_version_that_then_serves(
+    local: tuple[LocalStack, StackClient], sms_batches: list[Path]
+) -> None:
+    stack, client = local
+    outcome = client.upload_outcome(client.upload(sms_batches[0]))
+    assert outcome["status"] == "accepted"
+    model = wait_for_model(client, outcome["dataset_version"])
+    assert model["status"] == "production", model.get("status_reason")
+    answer = client.predict(["WINNER!! You have won a free prize, call 09061701461 now"])
+    assert answer["model_version"] == model["version"]
+    assert answer["predictions"][0]["label"] == "spam"
+    assert stack.errors == []
+
+
+def test_duplicate_upload_starts_no_second_job(local: tuple[LocalStack, StackClient], sms_batches: list[Path]) -> None:
+    stack, client = local
+    jobs_before = {j["name"] for j in client.jobs()}
+    outcome = client.upload_outcome(client.upload(sms_batches[0], name="same-content-again.csv"))
+    assert outcome["status"] == "accepted" and outcome["dataset_version"] == "ds-000001"
+    time.sleep(1.5)  # give the router time to (not) start anything
+    assert {j["name"] for j in client.jobs()} == jobs_before
+
+
+def test_bad_upload_is_quarantined_with_its_reason(local: tuple[LocalStack, StackClient], tmp_path: Path) -> None:
+    _, client = local
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"message,category\nhello,ham\n")
+    outcome = client.upload_outcome(client.upload(bad))
+    assert outcome["status"] == "rejected"
+    assert outcome["reason"] == "expected header text,label (got: 'message,category')"
+    assert outcome["quarantined_as"] == "quarantine/bad.csv"
+
+
+def test_rollback_under_load_fails_no_request_and_every_answer_names_its_version(
+    local: tuple[LocalStack, StackClient], sms_batches: list[Path]
+) -> None:
+    stack, client = local
+    outcome = client.upload_outcome(client.upload(sms_batches[1]))
+    second = wait_for_model(client, outcome["dataset_version"])
+    if second["status"] != "production":
+        client.promote(second["version"], "test: make the second version serve")
+    production = client.production()
+    before, previous = production["production"]["version"], production["history"][0]["previous_version"]
+
+    answers: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def request_loop() -> None:
+        while not stop.is_set():
+            try:
+                answer = client.predict(["Are we still meeting for lunch tomorrow?"])
+                answers.append((200, answer["model_version"]))
+            except ApiError as exc:
+                answers.append((exc.status, None))
+
+    worker = threading.Thread(target=request_loop)
+    worker.start()
+    try:
+        while len(answers) < 20:
+            time.sleep(0.05)
+        change = client.rollback("test: rollback under load")
+        assert (change["previous_version"], change["version"]) == (before, previous)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (not answers or answers[-1][1] != previous):
+            time.sleep(0.05)
+        count = len(answers)
+        while len(answers) < count + 20:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
+    assert {version for _, version in answers} == {before, previous}
+    assert answers[-1][1] == previous
+
+
+def test_jobs_show_the_local_executors_real_status(local: tuple[LocalStack, StackClient]) -> None:
+    _, client = local
+    jobs = client.jobs()
+    assert jobs and all(j["status"] == "Completed" for j in jobs)
+    assert all(j["epoch"] == j["epochs"] == 3 for j in jobs)
+    assert json.loads(Path(client.outputs.progress_file or "").read_text())
