@@ -33,8 +33,6 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def aws_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A real moto server over HTTP: for tests where many threads call AWS at once."""
-    from moto.core.models import reset_model_data
-
     from skiff.local.moto_server import MotoServer
 
     for name, value in {
@@ -44,10 +42,8 @@ def aws_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    reset_model_data()
-    with MotoServer() as server:
+    with MotoServer() as server:  # starts with empty backends
         monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint_url)
         reset_clients()
         yield server.endpoint_url
     reset_clients()
-    reset_model_data()

@@ -31,9 +31,11 @@ class MotoServer:
         return f"http://{host}:{port}"
 
     def start(self) -> MotoServer:
+        from moto.moto_api._internal.models import moto_api_backend
         from moto.moto_server.threaded_moto_server import MotoRequestHandler
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+        moto_api_backend.reset()  # moto's backends are process-global: a new server starts empty
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per AWS call otherwise
         moto_app = DomainDispatcherApplication(create_backend_app)
         lock = threading.Lock()
