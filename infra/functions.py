@@ -28,6 +28,14 @@ class FunctionArgs:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class ProductionFollowers:
+    """What a function that changes production adds to its environment and policy (the GPU endpoint)."""
+
+    environment: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    statements: list[dict[str, Any]] = field(default_factory=list)
+
+
 class SkiffFunction(pulumi.ComponentResource):
     def __init__(self, name: str, args: FunctionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("skiff:index:Function", name, None, opts)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import FunctionArgs, SkiffFunction
+from infra.functions import FunctionArgs, ProductionFollowers, SkiffFunction
 from infra.policies import statement
 from infra.settings import StackSettings
 
@@ -23,6 +23,7 @@ class MonitoringArgs:
     key: aws.kms.Key
     layer_arn: pulumi.Input[str]
     code_paths: dict[str, str]
+    followers: ProductionFollowers = field(default_factory=ProductionFollowers)
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -150,6 +151,7 @@ class Monitoring(pulumi.ComponentResource):
                 environment={
                     "SKIFF_REGISTRY_TABLE": args.table.name,
                     "SKIFF_AUTO_ROLLBACK_WINDOW_SECONDS": str(s.auto_rollback_window_seconds),
+                    **args.followers.environment,
                 },
                 statements=[
                     statement(
@@ -163,6 +165,7 @@ class Monitoring(pulumi.ComponentResource):
                         [args.table.arn],
                     ),
                     statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.key.arn]),
+                    *args.followers.statements,
                 ],
                 log_retention_days=s.log_retention_days,
             ),

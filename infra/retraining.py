@@ -4,13 +4,13 @@ completion handler wired to this stack's training-job events."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import FunctionArgs, SkiffFunction
+from infra.functions import FunctionArgs, ProductionFollowers, SkiffFunction
 from infra.policies import assume_role, document, statement
 from infra.settings import StackSettings
 from skiff.retraining import training_event_pattern
@@ -30,6 +30,7 @@ class RetrainingArgs:
     key: aws.kms.Key
     layer_arn: pulumi.Input[str]
     code_paths: dict[str, str]
+    followers: ProductionFollowers = field(default_factory=ProductionFollowers)
 
 
 def objects(bucket: aws.s3.Bucket, *prefixes: str) -> list[pulumi.Output[str]]:
@@ -202,9 +203,11 @@ class Retraining(pulumi.ComponentResource):
                 start_jobs,
                 pass_role,
                 kms,
+                *args.followers.statements,
             ],
             {
                 **job_env,
+                **args.followers.environment,
                 "SKIFF_GATE_METRIC": s.gate_metric,
                 "SKIFF_GATE_TOLERANCE": str(s.gate_tolerance),
                 "SKIFF_GATE_BASELINE_MARGIN": str(s.gate_baseline_margin),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import FunctionArgs, SkiffFunction
+from infra.functions import FunctionArgs, ProductionFollowers, SkiffFunction
 from infra.policies import statement
 from infra.settings import StackSettings
 
@@ -29,6 +29,7 @@ class ServingArgs:
     key: aws.kms.Key
     layer_arn: pulumi.Input[str]
     code_paths: dict[str, str]
+    followers: ProductionFollowers = field(default_factory=ProductionFollowers)
 
 
 class Serving(pulumi.ComponentResource):
@@ -89,7 +90,7 @@ class Serving(pulumi.ComponentResource):
                 code_path=args.code_paths["registry_api"],
                 layer_arn=args.layer_arn,
                 architecture=s.lambda_architecture,
-                environment=common,
+                environment={**common, **args.followers.environment},
                 statements=[
                     statement(
                         [
@@ -103,6 +104,7 @@ class Serving(pulumi.ComponentResource):
                         [args.table.arn],
                     ),
                     statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.key.arn]),
+                    *args.followers.statements,
                 ],
                 log_retention_days=s.log_retention_days,
             ),

@@ -45,6 +45,9 @@ class StackSettings:
     alarm_p99_latency_ms: int = 1000
     bundle_dir: str = "build/lambda"
     log_retention_days: int = 30
+    gpu_endpoint: bool = False
+    gpu_instance_type: str = "ml.g5.xlarge"
+    gpu_inference_image_uri: str | None = None
 
     def __post_init__(self) -> None:
         if self.lambda_architecture not in ("arm64", "x86_64"):
@@ -57,6 +60,11 @@ class StackSettings:
                 f"(got: {self.max_wait_seconds} < {self.max_runtime_seconds})"
             )
         Hyperparameters.from_strings({k: str(v) for k, v in self.hyperparameters.items()})  # validates names
+        if self.gpu_endpoint and not self.gpu_inference_image_uri:
+            raise ConfigError(
+                "expected skiff:gpuInferenceImageUri with skiff:gpuEndpoint true (got: none); "
+                "use a PyTorch inference DLC (GPU) URI for your region"
+            )
 
     @classmethod
     def from_config(cls, config: pulumi.Config | None = None) -> StackSettings:
@@ -104,6 +112,9 @@ class StackSettings:
             alarm_p99_latency_ms=get("alarmP99LatencyMs", int, defaults.alarm_p99_latency_ms),
             bundle_dir=get("bundleDir", str, defaults.bundle_dir),
             log_retention_days=get("logRetentionDays", int, defaults.log_retention_days),
+            gpu_endpoint=get("gpuEndpoint", bool, defaults.gpu_endpoint),
+            gpu_instance_type=get("gpuInstanceType", str, defaults.gpu_instance_type),
+            gpu_inference_image_uri=c.get("gpuInferenceImageUri"),
         )
 
     def resolve_training_image(self, region: str) -> str:

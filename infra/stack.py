@@ -8,13 +8,15 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra.functions import ProductionFollowers
+from infra.gpu_endpoint import GpuEndpoint, GpuEndpointArgs
 from infra.monitoring import Monitoring, MonitoringArgs
 from infra.registry_table import RegistryArgs, RegistryTable
 from infra.retraining import Retraining, RetrainingArgs
 from infra.serving import Serving, ServingArgs
 from infra.settings import StackSettings
 from infra.storage import Storage, StorageArgs
-from skiff.bundle import ROOT, build_all, build_training_source
+from skiff.bundle import ROOT, build_all, build_gpu_serving_source, build_training_source
 
 
 @dataclass
@@ -46,6 +48,22 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
 
     storage = Storage("storage", StorageArgs(s.prefix, s.quarantine_expiry_days, s.noncurrent_version_days))
     registry = RegistryTable("registry", RegistryArgs(s.prefix, storage.key.arn, s.table_deletion_protection))
+    gpu = None
+    if s.gpu_endpoint:
+        gpu = GpuEndpoint(
+            "gpu-endpoint",
+            GpuEndpointArgs(
+                prefix=s.prefix,
+                account_id=account_id,
+                region=region,
+                image_uri=s.gpu_inference_image_uri or "",
+                instance_type=s.gpu_instance_type,
+                serving_source_path=str(build_gpu_serving_source(bundle_dir)),
+                artifacts_bucket=storage.artifacts_bucket,
+                key=storage.key,
+            ),
+        )
+    followers = gpu.followers if gpu is not None else ProductionFollowers()
     retraining = Retraining(
         "retraining",
         RetrainingArgs(
@@ -61,11 +79,12 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             key=storage.key,
             layer_arn=layer.arn,
             code_paths=code_paths,
+            followers=followers,
         ),
     )
     serving = Serving(
         "serving",
-        ServingArgs(s, storage.artifacts_bucket, registry.table, storage.key, layer.arn, code_paths),
+        ServingArgs(s, storage.artifacts_bucket, registry.table, storage.key, layer.arn, code_paths, followers),
     )
     monitoring = Monitoring(
         "monitoring",
@@ -78,6 +97,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             key=storage.key,
             layer_arn=layer.arn,
             code_paths=code_paths,
+            followers=followers,
         ),
     )
     outputs: dict[str, pulumi.Input[str]] = {
@@ -88,6 +108,8 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
         "job_prefix": s.prefix,
         "upload_command": pulumi.Output.concat("aws s3 cp data.csv s3://", storage.data_bucket.bucket, "/incoming/"),
     }
+    if gpu is not None:
+        outputs["gpu_endpoint_name"] = f"{s.prefix}-gpu"
     for key, value in outputs.items():
         pulumi.export(key, value)
     return Stack(s, storage, registry, retraining, serving, monitoring, outputs)

@@ -181,18 +181,41 @@ TRAINING_REQUIREMENTS = ("onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20", "
 """What the SageMaker PyTorch training image lacks; its toolkit pip-installs requirements.txt."""
 
 
+GPU_SERVING_REQUIREMENTS = ("onnxruntime-gpu>=1.20", "numpy>=1.26")
+SERVING_ENTRY_SOURCE = b"from skiff.sagemaker_serving import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
+
+
 def build_training_source(out_dir: Path) -> Path:
     """``sourcedir.tar.gz`` for script mode: skiff/, training/ and requirements.txt, reproducibly."""
+    return _source_archive(out_dir / "sourcedir.tar.gz", ("skiff", "training"), TRAINING_REQUIREMENTS)
+
+
+def build_gpu_serving_source(out_dir: Path) -> Path:
+    """The GPU endpoint's source: skiff/, serve.py (the toolkit's entry) and onnxruntime-gpu."""
+    return _source_archive(
+        out_dir / "serving-sourcedir.tar.gz", ("skiff",), GPU_SERVING_REQUIREMENTS, {"serve.py": SERVING_ENTRY_SOURCE}
+    )
+
+
+def _source_archive(
+    archive: Path, packages: Sequence[str], requirements: Sequence[str], extra: dict[str, bytes] | None = None
+) -> Path:
+    import gzip
     import io
     import tarfile
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    archive = out_dir / "sourcedir.tar.gz"
-    members: list[tuple[str, bytes]] = [("requirements.txt", ("\n".join(TRAINING_REQUIREMENTS) + "\n").encode())]
-    for package in ("skiff", "training"):
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    members: list[tuple[str, bytes]] = [("requirements.txt", ("\n".join(requirements) + "\n").encode())]
+    members += sorted((extra or {}).items())
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             members.append((str(path.relative_to(ROOT)), path.read_bytes()))
-    with open(archive, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=9) as tar:
+    # gzip stamps its own mtime unless told: 0 keeps the archive (and its deploy hash) reproducible.
+    with (
+        open(archive, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w") as tar,
+    ):
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: stable hash

@@ -32,6 +32,7 @@ from skiff.aws import client
 from skiff.data import in_eval_split
 from skiff.datasets import DatasetCatalog
 from skiff.errors import ArtifactError, ConflictError, NotFoundError
+from skiff.gpu_endpoint import GpuEndpoint, follow_production
 from skiff.predictor import Predictor
 from skiff.quality_gate import GateDecision, GateSettings, decide
 from skiff.registry import CANDIDATE, FAILED, Registry, metrics_summary, new_version_id
@@ -100,8 +101,10 @@ class TrainingCompletion:
         catalog: DatasetCatalog | None = None,
         scheduler: TrainingScheduler | None = None,
         sagemaker: Any = None,
+        gpu_endpoint: GpuEndpoint | None = None,
     ) -> None:
         self.settings = settings
+        self.gpu_endpoint = gpu_endpoint
         self.registry = registry or Registry(settings.registry_table)
         self.store = store or ArtifactStore(settings.jobs.artifacts_bucket)
         self.catalog = catalog or DatasetCatalog(settings.registry_table, settings.data_bucket)
@@ -198,6 +201,7 @@ class TrainingCompletion:
             decision = self._gate(artifact, lineage["dataset_version"], work)
             if decision.promote:
                 self.registry.promote(version, decision.reason, actor="quality-gate")
+                follow_production(self.registry, self.gpu_endpoint)
                 return CompletionOutcome(job_name, "promoted", version, decision.reason, decision)
             self.registry.reject(version, decision.reason, actor="quality-gate")
             return CompletionOutcome(job_name, "rejected", version, decision.reason, decision)

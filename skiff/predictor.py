@@ -36,12 +36,18 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 class Predictor:
     """Featurize with the artifact's own spec, run the ONNX model, name the labels."""
 
-    def __init__(self, artifact: ModelArtifact, model_file: str = MODEL_INT8, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        model_file: str = MODEL_INT8,
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
         self.artifact = artifact
         self.labels = artifact.labels
         self.featurizer: Featurizer = featurizer_from_spec(artifact.preprocessing)
         self.session = ort.InferenceSession(
-            str(artifact.path(model_file)), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            str(artifact.path(model_file)), sess_options=session_options(threads), providers=list(providers)
         )
 
     @classmethod

@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skiff import settings
 from skiff.auto_rollback import rollback_on_alarm
+from skiff.gpu_endpoint import endpoint_from_env, follow_production
 from skiff.registry import Registry
 
 logger = Logger(service="skiff-alarm-rollback")
@@ -36,6 +37,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         state=detail["state"]["value"],
         window_seconds=settings.number("SKIFF_AUTO_ROLLBACK_WINDOW_SECONDS", 3600),
     )
+    if outcome.status == "rolled-back":
+        follow_production(registry(), endpoint_from_env())  # no-op unless the stack has a GPU endpoint
     logger.info("auto-rollback %s: %s", outcome.status, outcome.reason, extra={"model_version": outcome.version})
     metrics.add_metric(name=f"AutoRollback_{outcome.status}", unit=MetricUnit.Count, value=1)
     return vars(outcome)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skiff import settings
 from skiff.aws import client
 from skiff.errors import RequestError
+from skiff.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
 from skiff.http import ErrorBody, install_error_handlers, require_json
 from skiff.registry import Registry
 
@@ -53,6 +54,8 @@ IDEMPOTENCY = IdempotencyConfig(
 
 _registry: Registry | None = None
 _idempotent_change: Callable[..., dict[str, Any]] | None = None
+_gpu_endpoint: GpuEndpoint | None = None
+_gpu_endpoint_checked = False
 
 
 def registry() -> Registry:
@@ -70,6 +73,19 @@ def _apply(change: dict[str, Any]) -> dict[str, Any]:
 
 def change_production(change: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
     """Promote or roll back; with a key, a repeated request replays the first answer."""
+    result = _change_production(change, idempotency_key)
+    follow_production(registry(), gpu_endpoint())  # no-op unless the stack has a GPU endpoint
+    return result
+
+
+def gpu_endpoint() -> GpuEndpoint | None:
+    global _gpu_endpoint, _gpu_endpoint_checked
+    if not _gpu_endpoint_checked:
+        _gpu_endpoint, _gpu_endpoint_checked = endpoint_from_env(), True
+    return _gpu_endpoint
+
+
+def _change_production(change: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
     global _idempotent_change
     if idempotency_key is None:
         return _apply(change)

@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skiff.completion import CompletionSettings, TrainingCompletion
+from skiff.gpu_endpoint import endpoint_from_env
 
 logger = Logger(service="skiff-training-events")
 metrics = Metrics(namespace="Skiff", service="training-events")
@@ -20,7 +21,7 @@ _completion: TrainingCompletion | None = None
 def completion() -> TrainingCompletion:
     global _completion
     if _completion is None:
-        _completion = TrainingCompletion(CompletionSettings.from_env())
+        _completion = TrainingCompletion(CompletionSettings.from_env(), gpu_endpoint=endpoint_from_env())
     return _completion
 
 

@@ -359,3 +359,42 @@ def test_bad_setting_is_refused_with_the_key_named() -> None:
 
     with pytest.raises(ConfigError, match=r"skiff:predictAuth should be none or iam \(got: 'open'\)"):
         StackSettings(prefix="x", predict_auth="open")
+
+
+# ---- GPU endpoint -----------------------------------------------------------------------
+
+GPU_IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5.1-gpu-py311"
+PRODUCTION_CHANGERS = ("registry-api", "training-events", "alarm-rollback")
+
+
+def test_gpu_endpoint_is_off_by_default(stack: Deployed) -> None:
+    assert not [r for r in stack.resources if r.type == "skiff:index:GpuEndpoint"]
+    assert all("SKIFF_GPU_ENDPOINT_NAME" not in env(stack, short) for short in PRODUCTION_CHANGERS)
+
+
+def test_gpu_endpoint_wires_every_function_that_changes_production(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, gpu_endpoint=True, gpu_inference_image_uri=GPU_IMAGE)
+    role = stack.named("aws:iam/role:Role", "gpu-endpoint-role").outputs["arn"]
+    for short in PRODUCTION_CHANGERS:
+        variables = env(stack, short)
+        assert variables["SKIFF_GPU_ENDPOINT_NAME"] == "skiff-test-gpu"
+        assert variables["SKIFF_GPU_ENDPOINT_ROLE_ARN"] == role
+        assert variables["SKIFF_GPU_INFERENCE_IMAGE_URI"] == GPU_IMAGE
+    assert "SKIFF_GPU_ENDPOINT_NAME" not in env(stack, "inference")
+    assert stack.outputs["gpu_endpoint_name"] == "skiff-test-gpu"
+
+
+def test_gpu_endpoint_permissions_name_only_its_own_resources(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, gpu_endpoint=True, gpu_inference_image_uri=GPU_IMAGE)
+    for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for s in statements(policy):
+            if "sagemaker:UpdateEndpoint" in as_list(s["Action"]):
+                names = [r.split(":", 5)[5].split("/", 1)[1] for r in as_list(s["Resource"])]
+                assert names == ["skiff-test-gpu-*", "skiff-test-gpu-*", "skiff-test-gpu"], s["Resource"]
+
+
+def test_gpu_endpoint_needs_an_inference_image(bundle_dir: Path) -> None:
+    from skiff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected skiff:gpuInferenceImageUri with skiff:gpuEndpoint true"):
+        run_program(bundle_dir, gpu_endpoint=True)
