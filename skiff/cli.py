@@ -252,7 +252,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 def models_table(models: Sequence[dict[str, Any]]) -> Table:
     table = Table(title="model versions (newest first)")
     for column in ("version", "status", "accuracy", "macro-F1", "dataset", "why"):
-        table.add_column(column, justify="right" if column in ("accuracy", "macro-F1") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("accuracy", "macro-F1") else "left",
+            no_wrap=column in ("version", "status"),
+        )
     styles = {"production": "bold green", "rejected": "red", "failed": "red"}
     for model in models:
         metrics = model.get("metrics") or {}
