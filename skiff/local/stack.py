@@ -12,6 +12,9 @@
   state-change event.
 - HTTP: a front on 127.0.0.1 turns requests into API Gateway v2 events for the inference and
   registry handlers.
+
+This module is the one place skiff imports from functions/: here skiff plays the Lambda
+runtime, and the point is to run the very handlers that are deployed.
 """
 
 from __future__ import annotations
