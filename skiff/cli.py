@@ -274,19 +274,20 @@ def models_table(models: Sequence[dict[str, Any]]) -> Table:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    change = _client(args).promote(args.version, args.reason)
-    print(json.dumps(change)) if args.json else out.print(
-        f"production is now {change['version']} (was {change['previous_version']})"
-    )
+    _report_change(args, _client(args).promote(args.version, args.reason), "promoted")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    change = _client(args).rollback(args.reason)
-    print(json.dumps(change)) if args.json else out.print(
-        f"rolled back: production is now {change['version']} (was {change['previous_version']})"
-    )
+    _report_change(args, _client(args).rollback(args.reason), "rolled back")
     return 0
+
+
+def _report_change(args: argparse.Namespace, change: dict[str, Any], verb: str) -> None:
+    if args.json:
+        print(json.dumps(change))
+    else:
+        out.print(f"{verb}: production is now {change['version']} (was {change['previous_version']})")
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
