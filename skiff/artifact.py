@@ -32,7 +32,12 @@ REPORT = "report.png"
 MANIFEST = "manifest.json"
 
 SERVING_FILES = (MODEL_INT8, PREPROCESSING, LABELS)
-"""What serving needs; a Lambda can fetch and verify just these."""
+"""What serving needs (plus the manifest's ``featurizer_files``); a Lambda fetches just these."""
+
+
+def required_files(manifest: Mapping[str, Any], only: Iterable[str]) -> list[str]:
+    """``only`` plus what any model needs to run: its preprocessing, labels and featurizer files."""
+    return sorted(set(only) | {PREPROCESSING, LABELS} | set(manifest.get("featurizer_files", [])))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -151,9 +156,8 @@ def verify_artifact(directory: str | Path, only: Iterable[str] | None = None) ->
 def load_artifact(directory: str | Path, only: Iterable[str] | None = None) -> ModelArtifact:
     """Verify an artifact directory and read its description."""
     directory = Path(directory)
-    only = list(only) if only is not None else None
     if only is not None:
-        only = sorted(set(only) | {PREPROCESSING, LABELS})
+        only = required_files(_read_json(directory / MANIFEST), only)
     manifest = verify_artifact(directory, only)
     labels = _read_json(directory / LABELS)
     if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)):

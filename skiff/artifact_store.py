@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from skiff.artifact import LABELS, MANIFEST, PREPROCESSING, ModelArtifact, load_artifact, sha256_file
+from skiff.artifact import MANIFEST, ModelArtifact, load_artifact, required_files, sha256_file
 from skiff.aws import client
 from skiff.errors import ArtifactError
 
@@ -77,9 +77,10 @@ class ArtifactStore:
                 raise ArtifactError(
                     f"expected {uri}{MANIFEST} with sha256 {manifest_sha256[:16]}… as registered (got: {actual[:16]}…)"
                 )
+            manifest = json.loads((scratch / MANIFEST).read_text())
             names = list(only) if only is not None else None
-            wanted = names if names is not None else list(json.loads((scratch / MANIFEST).read_text())["files"])
-            for name in sorted(set(wanted) | {PREPROCESSING, LABELS}):
+            wanted = required_files(manifest, names) if names is not None else list(manifest["files"])
+            for name in wanted:
                 self._download(bucket, prefix + name, scratch / name)
             verified = load_artifact(scratch, only=names)  # raises on any mismatch
             if destination.exists():

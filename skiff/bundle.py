@@ -32,7 +32,13 @@ UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + all layers
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # zipped, per package uploaded without S3
 
 # What each function needs beyond the Lambda Python runtime (which already has boto3).
-LAYER_REQUIREMENTS = ("onnxruntime>=1.20", "numpy>=1.26", "aws-lambda-powertools>=3.0", "pydantic>=2.6")
+LAYER_REQUIREMENTS = (
+    "onnxruntime>=1.20",
+    "numpy>=1.26",
+    "aws-lambda-powertools>=3.0",
+    "pydantic>=2.6",
+    "tokenizers>=0.20",
+)
 FUNCTIONS = ("inference", "registry_api", "upload_trigger", "training_events", "alarm_rollback")
 
 PRUNE = (
@@ -177,11 +183,18 @@ def build_function(out_dir: Path, name: str) -> PackageSize:
     return _zip(staging, out_dir / f"function-{name}.zip")
 
 
-TRAINING_REQUIREMENTS = ("onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20", "matplotlib>=3.8")
+TRAINING_REQUIREMENTS = (
+    "onnx>=1.17",
+    "onnxscript>=0.5",
+    "onnxruntime>=1.20",
+    "matplotlib>=3.8",
+    "transformers>=4.45",
+    "tokenizers>=0.20",
+)
 """What the SageMaker PyTorch training image lacks; its toolkit pip-installs requirements.txt."""
 
 
-GPU_SERVING_REQUIREMENTS = ("onnxruntime-gpu>=1.20", "numpy>=1.26")
+GPU_SERVING_REQUIREMENTS = ("onnxruntime-gpu>=1.20", "numpy>=1.26", "tokenizers>=0.20")
 SERVING_ENTRY_SOURCE = b"from skiff.sagemaker_serving import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
 
 

@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -156,9 +157,84 @@ def pad_ids(rows: Sequence[Sequence[int]]) -> np.ndarray:
     return out
 
 
-def featurizer_from_spec(spec: Mapping[str, Any]) -> Featurizer:
-    """Rebuild exactly the featurizer a model was trained with from its serialized spec."""
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """A pretrained encoder's tokenizer (``tokenizer.json``, run by the Rust ``tokenizers``)."""
+
+    FAMILY: ClassVar[str] = "hf-tokenizer"
+    VERSION: ClassVar[int] = 1
+
+    max_length: int = 64
+    tokenizer_file: str = "tokenizer.json"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_length <= 4096:
+            raise ConfigError(f"max_length should be between 2 and 4096 (got: {self.max_length})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.FAMILY,
+            "version": self.VERSION,
+            "max_length": self.max_length,
+            "tokenizer_file": self.tokenizer_file,
+            "padding": "longest",
+            "truncation": "longest_first",
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> TokenizerSpec:
+        if spec.get("version") != cls.VERSION:
+            raise ConfigError(
+                f"expected {cls.FAMILY} preprocessing version {cls.VERSION} (got: {spec.get('version')!r})"
+            )
+        return cls(max_length=int(spec["max_length"]), tokenizer_file=str(spec["tokenizer_file"]))
+
+
+class TokenizerFeaturizer:
+    """input_ids + attention_mask, truncated to ``max_length`` and padded to the longest text.
+
+    Training and serving both encode through this class, so token ids cannot drift; a test
+    checks them against the transformers tokenizer built from the same file.
+    """
+
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+
+    def __init__(self, spec: TokenizerSpec, directory: Path) -> None:
+        from tokenizers import Tokenizer  # the Rust tokenizer; only this family needs it
+
+        path = Path(directory) / spec.tokenizer_file
+        if not path.is_file():
+            raise ConfigError(f"expected {spec.tokenizer_file} in {directory} (got: missing)")
+        self.spec = spec
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.tokenizer.enable_truncation(max_length=spec.max_length)
+        pad_id = self.tokenizer.token_to_id("[PAD]")
+        self.tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0, pad_token="[PAD]")
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return {
+            "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), -1),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64).reshape(len(texts), -1),
+        }
+
+    def to_spec(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+
+FAMILIES = (HashedNgramSpec.FAMILY, TokenizerSpec.FAMILY)
+
+
+def featurizer_from_spec(spec: Mapping[str, Any], directory: Path | None = None) -> Featurizer:
+    """Rebuild exactly the featurizer a model was trained with from its serialized spec.
+
+    ``directory`` is the artifact's: families that carry files (a tokenizer) read them there.
+    """
     family = spec.get("family")
     if family == HashedNgramSpec.FAMILY:
         return HashedNgramFeaturizer(HashedNgramSpec.from_dict(spec))
-    raise ConfigError(f"expected preprocessing family one of [{HashedNgramSpec.FAMILY!r}] (got: {family!r})")
+    if family == TokenizerSpec.FAMILY:
+        if directory is None:
+            raise ConfigError(f"expected the artifact directory for a {family} featurizer (got: none)")
+        return TokenizerFeaturizer(TokenizerSpec.from_dict(spec), directory)
+    raise ConfigError(f"expected preprocessing family one of {list(FAMILIES)} (got: {family!r})")

@@ -14,15 +14,22 @@ from typing import Any
 from skiff.errors import ConfigError
 from skiff.features import HashedNgramSpec
 
-MODEL_FAMILIES = ("bag",)
+MODEL_FAMILIES = ("bag", "transformer")
+FAMILY_DEFAULTS = {
+    "bag": {"epochs": 10, "learning_rate": 0.02},
+    # Fine-tuning a pretrained encoder wants few epochs and a small step.
+    "transformer": {"epochs": 3, "learning_rate": 5e-5},
+}
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
+    """None for ``epochs`` / ``learning_rate`` means the model family's default (FAMILY_DEFAULTS)."""
+
     model_family: str = "bag"
-    epochs: int = 10
+    epochs: int | None = None
     batch_size: int = 32
-    learning_rate: float = 0.02
+    learning_rate: float | None = None
     embedding_dim: int = 64
     dropout: float = 0.1
     buckets: int = 1 << 18
@@ -33,14 +40,25 @@ class Hyperparameters:
     seed: int = 13
     min_parity_agreement: float = 0.99
     mixed_precision: bool = True
+    # transformer family
+    base_model: str = ""  # a Hugging Face model directory; empty: the base_model channel, else all-MiniLM-L6-v2
+    max_length: int = 64
+    gradient_accumulation_steps: int = 1
 
     def __post_init__(self) -> None:
         if self.model_family not in MODEL_FAMILIES:
             raise ConfigError(f"model_family should be one of {list(MODEL_FAMILIES)} (got: {self.model_family!r})")
+        for name, default in FAMILY_DEFAULTS[self.model_family].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)  # frozen: resolved once, at construction
+        if self.gradient_accumulation_steps < 1:
+            raise ConfigError(f"gradient_accumulation_steps should be >= 1 (got: {self.gradient_accumulation_steps})")
+        if not 2 <= self.max_length <= 4096:
+            raise ConfigError(f"max_length should be between 2 and 4096 (got: {self.max_length})")
         for name in ("epochs", "batch_size", "embedding_dim"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} should be >= 1 (got: {getattr(self, name)})")
-        if self.learning_rate <= 0:
+        if self.learning_rate is not None and self.learning_rate <= 0:
             raise ConfigError(f"learning_rate should be > 0 (got: {self.learning_rate})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout should be in [0, 1) (got: {self.dropout})")
@@ -73,9 +91,11 @@ class Hyperparameters:
             raise ConfigError(f"expected hyperparameters among {sorted(known)} (got unknown: {unknown})")
         parsed: dict[str, Any] = {}
         for name, raw in values.items():
-            kind = known[name].type
+            kind = str(known[name].type).replace(" | None", "")
             try:
-                if kind == "bool":
+                if raw.strip().lower() in ("none", "null") and "None" in str(known[name].type):
+                    parsed[name] = None
+                elif kind == "bool":
                     if raw.lower() not in ("true", "false", "1", "0"):
                         raise ValueError(raw)
                     parsed[name] = raw.lower() in ("true", "1")

@@ -45,7 +45,7 @@ class Predictor:
     ) -> None:
         self.artifact = artifact
         self.labels = artifact.labels
-        self.featurizer: Featurizer = featurizer_from_spec(artifact.preprocessing)
+        self.featurizer: Featurizer = featurizer_from_spec(artifact.preprocessing, artifact.directory)
         self.session = ort.InferenceSession(
             str(artifact.path(model_file)), sess_options=session_options(threads), providers=list(providers)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,26 +13,29 @@ import numpy as np
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from skiff.features import Featurizer
 from skiff.predictor import OUTPUT_NAME, session_options
-from training.model import WithProbabilities
 
 log = logging.getLogger(__name__)
 
 
-def export_onnx(model: torch.nn.Module, path: Path, example_ids: torch.Tensor) -> None:
-    """Export to one self-contained ONNX file with dynamic batch and sequence length."""
-    wrapper = WithProbabilities(model).eval().cpu()
+def export_onnx(exported: torch.nn.Module, path: Path, example: dict[str, np.ndarray]) -> None:
+    """Export to one self-contained ONNX file; every input has a dynamic batch and length.
+
+    ``exported`` answers probabilities; its forward takes the inputs named as in ``example``
+    (the featurizer's output), in that order.
+    """
     batch = torch.export.Dim("batch", min=1)
     length = torch.export.Dim("length", min=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter is chatty about internals we do not use
         torch.onnx.export(
-            wrapper,
-            (example_ids.cpu(),),
+            exported.eval().cpu(),
+            tuple(torch.from_numpy(array) for array in example.values()),
             str(path),
-            input_names=["token_ids"],
+            input_names=list(example),
             output_names=[OUTPUT_NAME],
-            dynamic_shapes={"token_ids": {0: batch, 1: length}},
+            dynamic_shapes={name: {0: batch, 1: length} for name in example},
             external_data=False,
             dynamo=True,
             verbose=False,
@@ -61,14 +65,14 @@ def quantize_int8(fp32_path: Path, int8_path: Path, settings: QuantizationSettin
     )
 
 
-def onnx_probabilities(path: Path, inputs: dict[str, np.ndarray], batch_size: int = 256) -> np.ndarray:
+def onnx_probabilities(path: Path, featurizer: Featurizer, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Probabilities of an exported model, featurized exactly as serving does, in batches."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), sess_options=session_options(None), providers=["CPUExecutionProvider"])
-    (name,) = inputs
-    matrix = inputs[name]
     parts = [
-        session.run([OUTPUT_NAME], {name: matrix[i : i + batch_size]})[0] for i in range(0, len(matrix), batch_size)
+        session.run([OUTPUT_NAME], featurizer.encode(texts[i : i + batch_size]))[0]
+        for i in range(0, len(texts), batch_size)
     ]
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 

@@ -47,6 +47,7 @@ class FitResult:
     resumed_from_epoch: int = 0
     device: str = "cpu"
     precision: str = "fp32"
+    world_size: int = 1
 
     @property
     def samples_per_second(self) -> float:

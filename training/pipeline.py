@@ -19,14 +19,45 @@ import torch
 from skiff.artifact import LABELS, METRICS, MODEL_FP32, MODEL_INT8, PREPROCESSING, REPORT, write_json, write_manifest
 from skiff.data import Dataset
 from skiff.errors import DatasetError, ParityError, Problem
-from skiff.features import HashedNgramFeaturizer, pad_ids
+from skiff.features import Featurizer, HashedNgramFeaturizer
 from skiff.hyperparameters import Hyperparameters
 from skiff.metrics import classification_report, majority_baseline_accuracy
 from training.export import QuantizationSettings, export_onnx, onnx_probabilities, parity, quantize_int8
-from training.loop import EpochRecord, fit
+from training.loop import EpochRecord, FitResult, fit
+from training.model import WithProbabilities
 from training.report import write_report
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a model family's training hands the shared export/quantize/parity/write steps."""
+
+    result: FitResult
+    featurizer: Featurizer
+    featurize_seconds: float
+    featurizer_files: tuple[str, ...] = ()
+    is_writer: bool = True
+
+
+def _train_and_export_bag(
+    data: TrainingData,
+    train_y: list[int],
+    eval_y: np.ndarray,
+    labels: list[str],
+    hp: Hyperparameters,
+    fp32_path: Path,
+    **common: Any,
+) -> Trained:
+    featurizer = HashedNgramFeaturizer(hp.preprocessing())
+    began = time.perf_counter()
+    train_ids = [featurizer.ids(t) for t in data.train.texts]
+    eval_ids = [featurizer.ids(t) for t in data.evaluation.texts]
+    featurize_seconds = time.perf_counter() - began
+    result = fit(train_ids, train_y, eval_ids, eval_y.tolist(), labels, hp, **common)
+    export_onnx(WithProbabilities(result.model), fp32_path, featurizer.encode(data.evaluation.texts[:2]))
+    return Trained(result, featurizer, featurize_seconds)
 
 
 @dataclass(frozen=True)
@@ -60,34 +91,30 @@ def build_artifact(
     """Train, export, quantize, check parity and write the artifact; return its metrics."""
     model_dir.mkdir(parents=True, exist_ok=True)
     labels = sorted(set(data.train.labels))
-    featurizer = HashedNgramFeaturizer(hp.preprocessing())
-    began = time.perf_counter()
-    train_ids = [featurizer.ids(t) for t in data.train.texts]
-    eval_ids = [featurizer.ids(t) for t in data.evaluation.texts]
-    featurize_seconds = time.perf_counter() - began
     train_y = _encode_labels(data.train, labels, "training")
     eval_y = np.asarray(_encode_labels(data.evaluation, labels, "evaluation"))
     fingerprint = data.train.fingerprint()
-
-    result = fit(
-        train_ids,
-        train_y,
-        eval_ids,
-        eval_y.tolist(),
-        labels,
-        hp,
-        dataset_fingerprint=fingerprint,
-        checkpoint_dir=checkpoint_dir,
-        device=device,
-        on_epoch_end=on_epoch_end,
-    )
-
     fp32_path, int8_path = model_dir / MODEL_FP32, model_dir / MODEL_INT8
-    eval_inputs = {"token_ids": pad_ids(eval_ids)}
-    export_onnx(result.model, fp32_path, torch.from_numpy(eval_inputs["token_ids"][:2]))
+    common = {
+        "dataset_fingerprint": fingerprint,
+        "checkpoint_dir": checkpoint_dir,
+        "device": device,
+        "on_epoch_end": on_epoch_end,
+    }
+    if hp.model_family == "transformer":
+        from training import transformer
+
+        trained = transformer.train_and_export(data, train_y, eval_y, labels, hp, model_dir, fp32_path, **common)
+        quantization = QuantizationSettings(per_channel=True)  # per-channel keeps encoder weights accurate
+    else:
+        trained = _train_and_export_bag(data, train_y, eval_y, labels, hp, fp32_path, **common)
+    if not trained.is_writer:
+        return {}  # DDP: ranks other than 0 only help train; rank 0 exports and writes
+    result, featurizer = trained.result, trained.featurizer
+    featurize_seconds = trained.featurize_seconds
     quantize_int8(fp32_path, int8_path, quantization)
-    fp32_scores = onnx_probabilities(fp32_path, eval_inputs)
-    int8_scores = onnx_probabilities(int8_path, eval_inputs)
+    fp32_scores = onnx_probabilities(fp32_path, featurizer, data.evaluation.texts)
+    int8_scores = onnx_probabilities(int8_path, featurizer, data.evaluation.texts)
     parity_report = {**parity(fp32_scores, int8_scores, eval_y), "min_label_agreement": hp.min_parity_agreement}
     parity_report["passed"] = parity_report["label_agreement"] >= hp.min_parity_agreement
 
@@ -111,6 +138,7 @@ def build_artifact(
             "epochs": hp.epochs,
             "seconds": result.train_seconds,
             "featurize_seconds": featurize_seconds,
+            "world_size": result.world_size,
             "samples_per_second": result.samples_per_second,
             "resumed_from_epoch": result.resumed_from_epoch,
             "device": result.device,
@@ -140,6 +168,7 @@ def build_artifact(
         {
             "model_family": hp.model_family,
             "serving_model": MODEL_INT8,
+            "featurizer_files": list(trained.featurizer_files),
             "hyperparameters": hp.to_dict(),
             "dataset": {
                 "fingerprint": fingerprint,

@@ -123,6 +123,8 @@ def _run(args: argparse.Namespace, hp: Hyperparameters) -> int:
         on_epoch_end=on_epoch_end,
         lineage={"training_job": os.environ.get("TRAINING_JOB_NAME")},
     )
+    if not metrics:
+        return 0  # a DDP rank other than 0: it helped train; rank 0 wrote the artifact
     if args.output_data_dir:
         Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
         shutil.copy(model_dir / "metrics.json", Path(args.output_data_dir) / "metrics.json")

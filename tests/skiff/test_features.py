@@ -73,7 +73,9 @@ def test_spec_round_trips_through_json() -> None:
 
 
 def test_unknown_family_is_refused_with_the_known_ones_named() -> None:
-    with pytest.raises(ConfigError, match=r"expected preprocessing family one of \['hashed-ngrams'\] \(got: 'bpe'\)"):
+    with pytest.raises(
+        ConfigError, match=r"expected preprocessing family one of \['hashed-ngrams', 'hf-tokenizer'\] \(got: 'bpe'\)"
+    ):
         featurizer_from_spec({"family": "bpe"})
 
 

@@ -76,8 +76,8 @@ def test_int8_disagreement_fails_the_job_loudly(
 ) -> None:
     real = pipeline.onnx_probabilities
 
-    def int8_flips_every_answer(path: Path, inputs: dict) -> np.ndarray:
-        scores = real(path, inputs)
+    def int8_flips_every_answer(path: Path, featurizer: object, texts: list[str]) -> np.ndarray:
+        scores = real(path, featurizer, texts)
         return scores[:, ::-1].copy() if path.name == "model.int8.onnx" else scores
 
     monkeypatch.setattr(pipeline, "onnx_probabilities", int8_flips_every_answer)
