@@ -69,7 +69,7 @@ class Retraining(pulumi.ComponentResource):
             policy=document(
                 [
                     statement(["s3:GetObject"], objects(args.data_bucket, "datasets/")),
-                    statement(["s3:GetObject"], objects(args.artifacts_bucket, "source/")),
+                    statement(["s3:GetObject"], objects(args.artifacts_bucket, "source/", "base-models/")),
                     statement(
                         ["s3:GetObject", "s3:PutObject"], objects(args.artifacts_bucket, "jobs/", "checkpoints/")
                     ),
@@ -81,7 +81,7 @@ class Retraining(pulumi.ComponentResource):
                     statement(
                         ["s3:ListBucket"],
                         [args.artifacts_bucket.arn],
-                        Condition={"StringLike": {"s3:prefix": ["checkpoints/*", "jobs/*"]}},
+                        Condition={"StringLike": {"s3:prefix": ["checkpoints/*", "jobs/*", "base-models/*"]}},
                     ),
                     kms,
                     statement(
@@ -135,6 +135,11 @@ class Retraining(pulumi.ComponentResource):
             "SKIFF_TRAINING_MAX_RUNTIME_SECONDS": str(s.max_runtime_seconds),
             "SKIFF_TRAINING_MAX_WAIT_SECONDS": str(s.max_wait_seconds),
             "SKIFF_HYPERPARAMETERS": json.dumps(s.hyperparameters),
+            "SKIFF_BASE_MODEL_URI": pulumi.Output.concat(
+                "s3://", args.artifacts_bucket.bucket, "/base-models/", s.base_model, "/"
+            )
+            if s.base_model
+            else "",
             # The source bundle's hash names the code that trained each model (manifests record it).
             "SKIFF_CODE_VERSION": self.source.etag,
         }

@@ -48,6 +48,7 @@ class StackSettings:
     gpu_endpoint: bool = False
     gpu_instance_type: str = "ml.g5.xlarge"
     gpu_inference_image_uri: str | None = None
+    base_model: str = ""
 
     def __post_init__(self) -> None:
         if self.lambda_architecture not in ("arm64", "x86_64"):
@@ -115,6 +116,7 @@ class StackSettings:
             gpu_endpoint=get("gpuEndpoint", bool, defaults.gpu_endpoint),
             gpu_instance_type=get("gpuInstanceType", str, defaults.gpu_instance_type),
             gpu_inference_image_uri=c.get("gpuInferenceImageUri"),
+            base_model=c.get("baseModel") or "",
         )
 
     def resolve_training_image(self, region: str) -> str:

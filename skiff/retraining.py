@@ -53,6 +53,7 @@ class TrainingJobSettings:
     max_wait_seconds: int = 7200
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     tags: Mapping[str, str] = field(default_factory=dict)
+    base_model_uri: str | None = None  # s3:// prefix of a Hugging Face model dir (transformer family)
 
     def __post_init__(self) -> None:
         if not self.job_prefix or len(self.job_prefix) > 40:
@@ -88,6 +89,7 @@ class TrainingJobSettings:
             max_wait_seconds=env.integer("SKIFF_TRAINING_MAX_WAIT_SECONDS", 7200, e, minimum=60),
             hyperparameters=Hyperparameters.from_strings({k: str(v) for k, v in hp_values.items()}),
             tags=json.loads(raw_tags) if raw_tags else {},
+            base_model_uri=e.get("SKIFF_BASE_MODEL_URI") or None,
         )
 
     def job_name(self, dataset_version: str) -> str:
@@ -99,7 +101,9 @@ class TrainingJobSettings:
         return job_name[len(prefix) :] if job_name.startswith(prefix) else None
 
 
-def sagemaker_hyperparameters(hp: Hyperparameters, entry_point: str, source_uri: str, region: str) -> dict[str, str]:
+def sagemaker_hyperparameters(
+    hp: Hyperparameters, entry_point: str, source_uri: str, region: str, distributed: bool = False
+) -> dict[str, str]:
     """Hyperparameters as the SageMaker SDK writes them: JSON-encoded values, plus script mode's keys."""
     values: dict[str, Any] = {
         **hp.to_dict(),
@@ -107,6 +111,8 @@ def sagemaker_hyperparameters(hp: Hyperparameters, entry_point: str, source_uri:
         "sagemaker_submit_directory": source_uri,
         "sagemaker_region": region,
     }
+    if distributed:
+        values["sagemaker_torch_distributed_enabled"] = True  # the toolkit then launches with torchrun
     return {name: json.dumps(value) for name, value in values.items()}
 
 
@@ -137,7 +143,12 @@ def training_job_request(
         "AlgorithmSpecification": {"TrainingImage": settings.image_uri, "TrainingInputMode": "File"},
         "RoleArn": settings.role_arn,
         "HyperParameters": sagemaker_hyperparameters(
-            settings.hyperparameters, ENTRY_POINT, settings.source_uri, region
+            settings.hyperparameters,
+            ENTRY_POINT,
+            settings.source_uri,
+            region,
+            # torchrun on every instance (SageMaker's torch_distributed) for the encoder family
+            distributed=settings.hyperparameters.model_family == "transformer",
         ),
         "InputDataConfig": [
             {
@@ -151,7 +162,24 @@ def training_job_request(
                 },
                 "ContentType": "text/csv",
                 "InputMode": "File",
-            }
+            },
+            *(
+                [
+                    {
+                        "ChannelName": "base_model",  # train.py reads SM_CHANNEL_BASE_MODEL
+                        "DataSource": {
+                            "S3DataSource": {
+                                "S3DataType": "S3Prefix",
+                                "S3Uri": settings.base_model_uri,
+                                "S3DataDistributionType": "FullyReplicated",
+                            }
+                        },
+                        "InputMode": "File",
+                    }
+                ]
+                if settings.base_model_uri and settings.hyperparameters.model_family == "transformer"
+                else []
+            ),
         ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{settings.artifacts_bucket}/jobs/"},
         "ResourceConfig": {

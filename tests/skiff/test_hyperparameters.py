@@ -32,3 +32,43 @@ def test_char_ngram_range_is_parsed() -> None:
     assert Hyperparameters(char_ngrams="none").preprocessing().char_ngrams is None
     with pytest.raises(ConfigError, match=r"char_ngrams should look like '3-4'"):
         Hyperparameters(char_ngrams="three")
+
+
+def test_transformer_jobs_get_torchrun_and_the_base_model_channel() -> None:
+    from skiff.retraining import TrainingJobSettings, training_job_request
+
+    settings = TrainingJobSettings(
+        job_prefix="p",
+        role_arn="arn:aws:iam::1:role/r",
+        image_uri="img",
+        source_uri="s3://b/source/s.tar.gz",
+        artifacts_bucket="b",
+        hyperparameters=Hyperparameters(model_family="transformer"),
+        base_model_uri="s3://b/base-models/all-MiniLM-L6-v2/",
+    )
+    request = training_job_request(
+        settings, "ds-000001", "s3://d/datasets/versions/ds-000001/channel.manifest", "eu-west-1"
+    )
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
+    assert channels["base_model"] == {
+        "S3DataType": "S3Prefix",
+        "S3Uri": "s3://b/base-models/all-MiniLM-L6-v2/",
+        "S3DataDistributionType": "FullyReplicated",
+    }
+    assert request["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+
+
+def test_bag_jobs_have_neither() -> None:
+    from skiff.retraining import TrainingJobSettings, training_job_request
+
+    settings = TrainingJobSettings(
+        job_prefix="p",
+        role_arn="r",
+        image_uri="i",
+        source_uri="s3://b/s",
+        artifacts_bucket="b",
+        base_model_uri="s3://b/base-models/x/",
+    )
+    request = training_job_request(settings, "ds-000001", "s3://d/m", "eu-west-1")
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train"]
+    assert "sagemaker_torch_distributed_enabled" not in request["HyperParameters"]

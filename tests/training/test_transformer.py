@@ -180,3 +180,43 @@ def test_transformer_hyperparameters_have_their_own_defaults() -> None:
     hp = Hyperparameters(model_family="transformer")
     assert (hp.epochs, hp.learning_rate) == (3, 5e-5)
     assert Hyperparameters().learning_rate == 0.02
+
+
+def test_interrupted_transformer_run_resumes_to_identical_weights(
+    tmp_path: Path, small_sms: tuple[Path, Path], tiny_base: Path
+) -> None:
+    from training.transformer import fit_transformer
+
+    rows = read_csv(small_sms[0]).examples[:96]
+    texts, labels = [e.text for e in rows], [int(e.label == "spam") for e in rows]
+    hp = Hyperparameters.from_strings({**TINY, "epochs": "2"})
+    featurizer = TokenizerFeaturizer(TokenizerSpec(max_length=32), tiny_base)
+
+    class Interrupted(Exception):
+        pass
+
+    def run(checkpoints: Path, stop_after: int | None = None) -> dict[str, torch.Tensor]:
+        def on_epoch_end(record: object) -> None:
+            if stop_after is not None and record.epoch == stop_after:  # type: ignore[attr-defined]
+                raise Interrupted
+
+        result = fit_transformer(
+            texts,
+            labels,
+            texts[:16],
+            labels[:16],
+            ["ham", "spam"],
+            hp,
+            tiny_base,
+            featurizer,
+            dataset_fingerprint="f",
+            checkpoint_dir=checkpoints,
+            on_epoch_end=on_epoch_end,
+        )
+        return result.model.state_dict()
+
+    straight = run(tmp_path / "a")
+    with pytest.raises(Interrupted):
+        run(tmp_path / "b", stop_after=1)
+    resumed = run(tmp_path / "b")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
