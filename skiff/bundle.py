@@ -32,13 +32,10 @@ UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + all layers
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # zipped, per package uploaded without S3
 
 # What each function needs beyond the Lambda Python runtime (which already has boto3).
-LAYER_REQUIREMENTS = (
-    "onnxruntime>=1.20",
-    "numpy>=1.26",
-    "aws-lambda-powertools>=3.0",
-    "pydantic>=2.6",
-    "tokenizers>=0.20",
-)
+LAYER_REQUIREMENTS = ("onnxruntime>=1.20", "numpy>=1.26", "aws-lambda-powertools>=3.0", "pydantic>=2.6")
+LAYER_WITHOUT_DEPENDENCIES = ("tokenizers>=0.20",)
+"""Installed with --no-deps: serving only loads tokenizer.json; tokenizers' huggingface-hub
+dependency (and hf-xet, fsspec, pyyaml… ~20 MB) is for downloading models, which serving never does."""
 FUNCTIONS = ("inference", "registry_api", "upload_trigger", "training_events", "alarm_rollback")
 
 PRUNE = (
@@ -59,6 +56,9 @@ PRUNE = (
     "onnxruntime/quantization",
     "onnxruntime/datasets",
     "onnxruntime/backend",
+    # The C/C++ API library: the Python binding links onnxruntime statically (readelf shows no
+    # NEEDED entry for it) and no Python code loads it; 35 MB unzipped.
+    "onnxruntime/capi/libonnxruntime.so*",
     "*.dist-info/RECORD",
     "*.dist-info/INSTALLER",
     "*.dist-info/REQUESTED",
@@ -125,7 +125,12 @@ def _zip(source: Path, target: Path, prefix: str = "") -> PackageSize:
     return PackageSize(str(target), unzipped, target.stat().st_size)
 
 
-def build_layer(out_dir: Path, architecture: str, requirements: Sequence[str] = LAYER_REQUIREMENTS) -> PackageSize:
+def build_layer(
+    out_dir: Path,
+    architecture: str,
+    requirements: Sequence[str] = LAYER_REQUIREMENTS,
+    without_dependencies: Sequence[str] = LAYER_WITHOUT_DEPENDENCIES,
+) -> PackageSize:
     """pip-install ``requirements`` for the target; reuses an earlier build of the same inputs."""
     if architecture not in PLATFORMS:
         raise ConfigError(f"architecture should be one of {sorted(PLATFORMS)} (got: {architecture!r})")
@@ -133,6 +138,7 @@ def build_layer(out_dir: Path, architecture: str, requirements: Sequence[str] = 
     stamp = out_dir / f"layer-{architecture}.inputs.json"
     inputs = {
         "requirements": list(requirements),
+        "without_dependencies": list(without_dependencies),
         "platforms": list(PLATFORMS[architecture]),
         "python": LAMBDA_PYTHON,
         "prune": list(PRUNE),
@@ -158,11 +164,15 @@ def build_layer(out_dir: Path, architecture: str, requirements: Sequence[str] = 
         LAMBDA_PYTHON,
         "--only-binary=:all:",
         *[f"--platform={p}" for p in PLATFORMS[architecture]],
-        *requirements,
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SkiffError(f"expected pip to install the layer for {architecture} (got: {result.stderr.strip()[-800:]})")
+    for extra, packages in (([], requirements), (["--no-deps"], without_dependencies)):
+        if not packages:
+            continue
+        result = subprocess.run([*command, *extra, *packages], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SkiffError(
+                f"expected pip to install the layer for {architecture} (got: {result.stderr.strip()[-800:]})"
+            )
     prune(target)
     size = _zip(staging, archive)
     stamp.write_text(json.dumps({"inputs": inputs, "size": asdict(size)}))

@@ -99,7 +99,7 @@ def test_built_x86_64_bundle_serves_on_lambdas_python(tmp_path: Path, small_arti
     )
     code = (
         "import sys; sys.path[:0] = sys.argv[1:4];"
-        "import functions.inference.handler;"
+        "import functions.inference.handler; import tokenizers;"
         "from skiff.predictor import Predictor;"
         f"print(Predictor.from_directory({str(small_artifact)!r}).predict(['my parcel is late'])[0].label);"
         "assert 'torch' not in sys.modules"
