@@ -15,11 +15,18 @@ _lock = threading.Lock()
 
 
 @cache
-def _client(service: str, region: str | None) -> Any:
+def _session() -> Any:
+    """One session for every client: it caches the endpoint rules and models clients share."""
     import boto3
+
+    return boto3.session.Session()
+
+
+@cache
+def _client(service: str, region: str | None) -> Any:
     from botocore.config import Config
 
-    return boto3.session.Session().client(
+    return _session().client(
         service, region_name=region, config=Config(retries={"mode": "standard", "max_attempts": 5})
     )
 
@@ -34,3 +41,4 @@ def reset_clients() -> None:
     """Forget cached clients (tests that switch credentials or endpoints between cases)."""
     with _lock:
         _client.cache_clear()
+        _session.cache_clear()
