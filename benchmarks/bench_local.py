@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "local.json"))
     args = parser.parse_args()
 
-    from skiff.client import ApiError, StackClient, StackOutputs
+    from skiff.cli.client import ApiError, StackClient, StackOutputs
     from skiff.local.stack import LocalStack, LocalStackConfig
 
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-local-"))

@@ -67,7 +67,7 @@ import json, sys, time
 began = time.perf_counter()
 import boto3, torch
 from training.model import BagOfNgrams, WithProbabilities
-from skiff.features import featurizer_from_spec
+from skiff.model.features import featurizer_from_spec
 s3 = boto3.client("s3")
 s3.download_file(sys.argv[1], "torch/model.pt", "/tmp/skiff-bench-model.pt")
 spec = json.loads(s3.get_object(Bucket=sys.argv[1], Key=sys.argv[2] + "preprocessing.json")["Body"].read())
@@ -101,13 +101,13 @@ def main() -> None:
 
     import boto3
 
-    from skiff.artifact_store import ArtifactStore
-    from skiff.bundle import build_all
-    from skiff.data import read_csv
-    from skiff.hyperparameters import Hyperparameters
+    from skiff.data.dataset import read_csv
     from skiff.local.container import run_training_container
     from skiff.local.moto_server import MotoServer
-    from skiff.registry import Registry, create_table, metrics_summary, new_version_id
+    from skiff.model.hyperparameters import Hyperparameters
+    from skiff.packaging.bundle import build_all
+    from skiff.registry.artifacts import ArtifactStore
+    from skiff.registry.table import Registry, create_table, metrics_summary, new_version_id
 
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-serving-"))
     run = run_training_container(

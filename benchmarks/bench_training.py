@@ -29,7 +29,7 @@ import sys, time, json
 began = time.perf_counter()
 import torch
 from training.model import BagOfNgrams, WithProbabilities
-from skiff.features import featurizer_from_spec
+from skiff.model.features import featurizer_from_spec
 state = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
 spec = json.load(open(sys.argv[2]))
 hp = state["identity"]["hyperparameters"]
@@ -45,7 +45,7 @@ print(time.time(), time.perf_counter() - began, PEAK_RSS_KIB())
 ONNX_SERVE = """
 import sys, time
 began = time.perf_counter()
-from skiff.predictor import Predictor
+from skiff.model.predictor import Predictor
 Predictor.from_directory(sys.argv[1], threads=1).predict([sys.argv[2]])
 assert "torch" not in sys.modules
 print(time.time(), time.perf_counter() - began, PEAK_RSS_KIB())
@@ -68,10 +68,10 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from skiff.data import read_csv
-    from skiff.features import featurizer_from_spec
-    from skiff.hyperparameters import Hyperparameters
-    from skiff.predictor import Predictor, session_options
+    from skiff.data.dataset import read_csv
+    from skiff.model.features import featurizer_from_spec
+    from skiff.model.hyperparameters import Hyperparameters
+    from skiff.model.predictor import Predictor, session_options
     from training.model import WithProbabilities
     from training.pipeline import TrainingData, build_artifact
 

@@ -27,7 +27,7 @@ SHORT_TEXT = "Hey, are we still meeting for lunch tomorrow at the usual place?"
 SERVE = """
 import sys, time
 began = time.perf_counter()
-from skiff.predictor import Predictor
+from skiff.model.predictor import Predictor
 Predictor.from_directory(sys.argv[1], threads=1).predict([sys.argv[2]])
 assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "transformers")]
 print(time.time(), time.perf_counter() - began, PEAK_RSS_KIB())
@@ -66,9 +66,9 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from skiff.artifact import load_artifact
-    from skiff.features import featurizer_from_spec
-    from skiff.predictor import session_options
+    from skiff.model.artifact import load_artifact
+    from skiff.model.features import featurizer_from_spec
+    from skiff.model.predictor import session_options
 
     torch.set_num_threads(1)
     result: dict[str, object] = {"machine": machine(), "command": "python benchmarks/bench_transformer.py"}
@@ -113,7 +113,7 @@ def _torch_model(family: str, work: Path, artifact: object, inputs: dict) -> obj
     else:
         from transformers import AutoConfig, AutoModel
 
-        from skiff.hyperparameters import Hyperparameters
+        from skiff.model.hyperparameters import Hyperparameters
         from training.transformer import TransformerClassifier, resolve_base_model
 
         base = resolve_base_model(Hyperparameters.from_strings({k: str(v) for k, v in hp.items()}))

@@ -1,6 +1,6 @@
 """GpuEndpoint (optional): the role and source for a SageMaker GPU endpoint that follows production.
 
-The endpoint, its Models and EndpointConfigs are created at run time by skiff.gpu_endpoint
+The endpoint, its Models and EndpointConfigs are created at run time by skiff.serve.gpu_endpoint
 when a version is promoted (which model it serves changes with every promotion, and Pulumi
 would revert that). This component gives the functions that change production what they need
 to move it: names, the endpoint's execution role, the serving source, and narrow permissions.

@@ -13,7 +13,7 @@ import pulumi_aws as aws
 from infra.functions import FunctionArgs, ProductionFollowers, SkiffFunction
 from infra.policies import assume_role, document, statement
 from infra.settings import StackSettings
-from skiff.retraining import training_event_pattern
+from skiff.retrain.launch import training_event_pattern
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 
 from skiff.errors import ConfigError
-from skiff.hyperparameters import Hyperparameters
+from skiff.model.hyperparameters import Hyperparameters
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from infra.retraining import Retraining, RetrainingArgs
 from infra.serving import Serving, ServingArgs
 from infra.settings import StackSettings
 from infra.storage import Storage, StorageArgs
-from skiff.bundle import ROOT, build_all, build_gpu_serving_source, build_training_source
+from skiff.packaging.bundle import ROOT, build_all, build_gpu_serving_source, build_training_source
 
 
 @dataclass

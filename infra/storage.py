@@ -8,7 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.policies import document, statement
-from skiff.datasets import INCOMING, QUARANTINE, REJECTIONS
+from skiff.data.versions import INCOMING, QUARANTINE, REJECTIONS
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from skiff.data import write_csv
-from skiff.demo_data import generate
-from skiff.hyperparameters import Hyperparameters
+from skiff.data.dataset import write_csv
+from skiff.data.synthetic import generate
+from skiff.model.hyperparameters import Hyperparameters
 from tests.aws_fixtures import aws, aws_server  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def sms_artifact(tmp_path_factory: pytest.TempPathFactory, sms_spam: Path) -> Pa
 @pytest.fixture(scope="session")
 def small_artifact(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path) -> Path:
     """A small model trained in-process on the demo data; copy it before altering it."""
-    from skiff.data import read_csv, split_dataset
+    from skiff.data.dataset import read_csv, split_dataset
     from training.pipeline import TrainingData, build_artifact
 
     train, evaluation = split_dataset(read_csv(demo_csv), 0.2)

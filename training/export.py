@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from skiff.features import Featurizer
-from skiff.predictor import OUTPUT_NAME, session_options
+from skiff.model.features import Featurizer
+from skiff.model.predictor import OUTPUT_NAME, session_options
 
 log = logging.getLogger(__name__)
 

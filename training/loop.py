@@ -1,33 +1,49 @@
-"""Training loop with per-epoch checkpoints that make an interrupted run resumable.
+"""The one training loop: every model family plugs into it through a :class:`TrainingTask`.
 
-Determinism: every epoch reseeds torch from (seed, epoch) before shuffling and dropout, so
-the random stream of epoch k does not depend on whether epochs 1..k-1 ran in this process
-or in one that was interrupted (a reclaimed spot instance). Together with the model and
-optimizer state in the checkpoint, a resumed CPU run ends with bit-identical weights.
+Written once here: epochs, length-bucketed batches from pre-tokenized tensors, mixed
+precision (bf16, else fp16 with a gradient scaler), DistributedDataParallel with gradient
+accumulation, per-epoch checkpoints that make an interrupted run resumable (spot), evaluation,
+progress callbacks and the metrics history. What differs between families — the model, its
+optimizers, its inputs and its loss — comes in the task.
+
+Determinism: each epoch reseeds from (seed, epoch) before shuffling and dropout, so the
+random stream of epoch k does not depend on whether epochs 1..k-1 ran in this process or in
+one that was interrupted (a reclaimed spot instance). Together with the model and optimizer
+state in the checkpoint, a resumed CPU run ends with bit-identical weights.
+
+Scale-out: under ``torchrun`` every process trains a DDP replica. Global batch k holds the
+same rows whatever the number of processes: rank r takes rows r, r + W, ... of it and splits
+them into micro-batches for gradient accumulation. Rank 0 alone evaluates and checkpoints.
+
+On a GPU the loop keeps the device fed: the data lives on the device, a step ships only its
+row indices (pinned, non-blocking), the loss is summed on the device and read once per
+epoch, and optimizers use their fused kernels where torch has them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from skiff.errors import TrainingError
-from skiff.features import pad_ids
-from skiff.hyperparameters import Hyperparameters
-from training.model import BagOfNgrams
+from skiff.errors import ConfigError, TrainingError
+from skiff.model.hyperparameters import Hyperparameters
+from training.batches import RaggedTokens, length_bucketed_batches, padding_share
+from training.device import BatchPlan, Distributed, autocast_dtype, choose_device, set_threads
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-epoch-"
 KEEP_CHECKPOINTS = 2
+EVAL_BATCH = 256
 
 
 @dataclass
@@ -36,6 +52,24 @@ class EpochRecord:
     loss: float
     eval_accuracy: float
     seconds: float
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """What a model family hands the loop."""
+
+    build_model: Callable[[], nn.Module]
+    """Called after seeding, so the initial weights depend on the seed only."""
+    build_optimizers: Callable[[nn.Module, float, torch.device], list[torch.optim.Optimizer]]
+    """(model, learning rate, device) -> optimizers; each steps once per global batch."""
+    inputs: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+    """(padded ids, boolean mask) -> the model's keyword arguments."""
+    train: RaggedTokens
+    train_targets: torch.Tensor
+    evaluation: RaggedTokens
+    eval_targets: torch.Tensor
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default_factory=nn.CrossEntropyLoss)
+    """(logits, targets of the batch's rows) -> mean loss; targets may be labels or soft targets."""
 
 
 @dataclass
@@ -48,30 +82,19 @@ class FitResult:
     device: str = "cpu"
     precision: str = "fp32"
     world_size: int = 1
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    threads: int = 1
+    padding_share: float = 0.0
+    is_writer: bool = True
 
     @property
     def samples_per_second(self) -> float:
         return self.samples_seen / self.train_seconds if self.train_seconds else 0.0
 
 
-def choose_device(num_gpus: int | None = None) -> torch.device:
-    wanted = num_gpus if num_gpus is not None else int(os.environ.get("SM_NUM_GPUS", "1"))
-    return torch.device("cuda") if wanted > 0 and torch.cuda.is_available() else torch.device("cpu")
-
-
-def _autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def _checkpoints(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"{CHECKPOINT_PREFIX}*.pt"))
-
-
-def _identity(hp: Hyperparameters, labels: Sequence[str], fingerprint: str) -> dict[str, Any]:
-    """What a checkpoint must share with this run to be resumed from."""
-    return {"hyperparameters": hp.to_dict(), "labels": list(labels), "dataset_fingerprint": fingerprint}
 
 
 def _save_checkpoint(directory: Path, epoch: int, state: dict[str, Any]) -> None:
@@ -85,33 +108,56 @@ def _save_checkpoint(directory: Path, epoch: int, state: dict[str, Any]) -> None
 
 
 def fit(
-    train_ids: Sequence[Sequence[int]],
-    train_labels: Sequence[int],
-    eval_ids: Sequence[Sequence[int]],
-    eval_labels: Sequence[int],
-    labels: Sequence[str],
+    task: TrainingTask,
     hp: Hyperparameters,
+    labels: list[str],
     *,
     dataset_fingerprint: str,
     checkpoint_dir: Path | None = None,
     device: torch.device | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
-    device = device or choose_device()
+    world = Distributed.from_env()
+    world.start()
+    device = device or choose_device(world)
+    threads = set_threads(world)
+    plan = BatchPlan.for_run(hp, device, world)
+    if len(task.train) < plan.batch_size:
+        raise ConfigError(f"expected at least batch_size={plan.batch_size} training rows (got: {len(task.train)})")
+    log.info("training on %s, world size %d: %s", device, world.world_size, plan.describe())
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(hp.seed)
-    model = BagOfNgrams(hp.buckets, hp.embedding_dim, len(labels), hp.dropout).to(device)
-    sparse_optimizer = torch.optim.SparseAdam(list(model.embedding.parameters()), lr=hp.learning_rate)
-    dense_optimizer = torch.optim.Adam(list(model.classifier.parameters()), lr=hp.learning_rate)
-    amp_dtype = _autocast_dtype(device, hp.mixed_precision)
+    model = task.build_model().to(device)
+    trained: nn.Module = model
+    if world.world_size > 1:
+        trained = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # A model whose forward leaves some parameters without gradients says so.
+            find_unused_parameters=getattr(model, "ddp_find_unused_parameters", False),
+        )
+    optimizers = task.build_optimizers(model, plan.learning_rate, device)
+    amp_dtype = autocast_dtype(device, hp.mixed_precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    loss_fn = nn.CrossEntropyLoss()
     result = FitResult(
-        model=model, device=str(device), precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"
+        model=model,
+        device=str(device),
+        precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
+        world_size=world.world_size,
+        batch_size=plan.batch_size,
+        learning_rate=plan.learning_rate,
+        threads=threads,
+        is_writer=world.is_writer,
     )
-    identity = _identity(hp, labels, dataset_fingerprint)
-
+    # What a checkpoint must share with this run to be resumed from.
+    identity = {
+        "hyperparameters": hp.to_dict(),
+        "batch_size": plan.batch_size,
+        "learning_rate": plan.learning_rate,
+        "labels": list(labels),
+        "dataset_fingerprint": dataset_fingerprint,
+    }
     start_epoch = 1
     if checkpoint_dir is not None and (existing := _checkpoints(checkpoint_dir)):
         state = torch.load(existing[-1], map_location=device, weights_only=False)
@@ -121,44 +167,55 @@ def fit(
                 f"(got: {existing[-1].name} from another run); use an empty checkpoint directory"
             )
         model.load_state_dict(state["model"])
-        sparse_optimizer.load_state_dict(state["sparse_optimizer"])
-        dense_optimizer.load_state_dict(state["dense_optimizer"])
+        for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
         scaler.load_state_dict(state["scaler"])
         result.history = [EpochRecord(**r) for r in state["history"]]
         start_epoch = state["epoch"] + 1
         result.resumed_from_epoch = state["epoch"]
         log.info("resuming from %s (epoch %d of %d)", existing[-1].name, state["epoch"], hp.epochs)
 
-    targets = torch.as_tensor(list(train_labels), dtype=torch.long)
-    eval_matrix = torch.from_numpy(pad_ids(eval_ids))
-    eval_targets = torch.as_tensor(list(eval_labels), dtype=torch.long)
-    for epoch in range(start_epoch, hp.epochs + 1):
+    train, evaluation = task.train.to(device), task.evaluation.to(device)
+    targets, eval_targets = task.train_targets.to(device), task.eval_targets.to(device)
+    pin = device.type == "cuda"
+    padded_shares = []
+    for epoch in range(start_epoch, int(hp.epochs) + 1):  # type: ignore[arg-type]
         began = time.perf_counter()
-        torch.manual_seed(hp.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_ids)).tolist()
-        model.train()
-        total_loss = 0.0
-        for first in range(0, len(order), hp.batch_size):
-            rows = order[first : first + hp.batch_size]
-            batch = torch.from_numpy(pad_ids([train_ids[i] for i in rows])).to(device)
-            target = targets[rows].to(device)
-            sparse_optimizer.zero_grad()
-            dense_optimizer.zero_grad()
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss = loss_fn(model(batch), target)
-            scaler.scale(loss).backward()
-            scaler.step(sparse_optimizer)
-            scaler.step(dense_optimizer)
+        seed = hp.seed * 100_003 + epoch
+        torch.manual_seed(seed)  # dropout
+        batches = length_bucketed_batches(train.host_lengths, plan.batch_size, torch.Generator().manual_seed(seed))
+        padded_shares.append(padding_share(train.host_lengths, batches))
+        trained.train()
+        total = torch.zeros((), device=device)
+        for batch in batches:
+            mine = batch[world.rank :: world.world_size]
+            for part, rows in enumerate(mine.split(plan.micro_batch)):
+                if pin:
+                    rows = rows.pin_memory()
+                ids, mask = train.gather(rows, device)
+                last = part == plan.accumulation - 1
+                sync = trained.no_sync() if world.world_size > 1 and not last else contextlib.nullcontext()
+                with sync:
+                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                        logits = trained(**task.inputs(ids, mask))
+                        loss = task.loss(logits, targets[rows.to(device, non_blocking=True)])
+                    scaler.scale(loss / plan.accumulation).backward()
+                total += loss.detach() * len(rows)
+            for optimizer in optimizers:
+                scaler.step(optimizer)
             scaler.update()
-            total_loss += loss.item() * len(rows)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+        if world.world_size > 1:
+            dist.all_reduce(total)
         seconds = time.perf_counter() - began
+        seen = len(batches) * plan.batch_size
         result.train_seconds += seconds
-        result.samples_seen += len(order)
-        record = EpochRecord(
-            epoch, total_loss / len(order), evaluate(model, eval_matrix, eval_targets, device), seconds
-        )
+        result.samples_seen += seen
+        accuracy = evaluate(model, task, evaluation, eval_targets, device) if world.is_writer else float("nan")
+        record = EpochRecord(epoch, float(total) / seen, accuracy, seconds)
         result.history.append(record)
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and world.is_writer:
             _save_checkpoint(
                 checkpoint_dir,
                 epoch,
@@ -166,22 +223,32 @@ def fit(
                     "identity": identity,
                     "epoch": epoch,
                     "model": model.state_dict(),
-                    "sparse_optimizer": sparse_optimizer.state_dict(),
-                    "dense_optimizer": dense_optimizer.state_dict(),
+                    "optimizers": [optimizer.state_dict() for optimizer in optimizers],
                     "scaler": scaler.state_dict(),
                     "history": [vars(r) for r in result.history],
                 },
             )
-        if on_epoch_end is not None:
+        if world.world_size > 1:
+            dist.barrier()  # nobody starts the next epoch (or exports) before the checkpoint exists
+        if on_epoch_end is not None and world.is_writer:
             on_epoch_end(record)
+    result.padding_share = sum(padded_shares) / len(padded_shares) if padded_shares else 0.0
     model.eval()
     return result
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, matrix: torch.Tensor, targets: torch.Tensor, device: torch.device) -> float:
+def evaluate(
+    model: nn.Module, task: TrainingTask, data: RaggedTokens, targets: torch.Tensor, device: torch.device
+) -> float:
+    """Accuracy on ``data``; batches sorted by length, correct answers counted on the device."""
     was_training = model.training
     model.eval()
-    predictions = torch.cat([model(matrix[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(matrix), 512)])
+    order = torch.argsort(data.host_lengths, stable=True)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for rows in order.split(EVAL_BATCH):
+        ids, mask = data.gather(rows, device)
+        predicted = model(**task.inputs(ids, mask)).argmax(1)
+        correct += (predicted == targets[rows.to(device)]).sum()
     model.train(was_training)
-    return float((predictions == targets).float().mean())
+    return float(correct) / max(1, len(data))

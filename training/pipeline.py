@@ -5,9 +5,9 @@ train -> export fp32 ONNX -> quantize int8 -> parity check -> metrics, report, m
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,48 +16,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from skiff.artifact import LABELS, METRICS, MODEL_FP32, MODEL_INT8, PREPROCESSING, REPORT, write_json, write_manifest
-from skiff.data import Dataset
+from skiff.data.dataset import Dataset
 from skiff.errors import DatasetError, ParityError, Problem
-from skiff.features import Featurizer, HashedNgramFeaturizer
-from skiff.hyperparameters import Hyperparameters
-from skiff.metrics import classification_report, majority_baseline_accuracy
-from training.export import QuantizationSettings, export_onnx, onnx_probabilities, parity, quantize_int8
-from training.loop import EpochRecord, FitResult, fit
-from training.model import WithProbabilities
+from skiff.model.artifact import (
+    LABELS,
+    METRICS,
+    MODEL_FP32,
+    MODEL_INT8,
+    PREPROCESSING,
+    REPORT,
+    write_json,
+    write_manifest,
+)
+from skiff.model.hyperparameters import Hyperparameters
+from skiff.model.metrics import classification_report, majority_baseline_accuracy
+from training.export import export_onnx, onnx_probabilities, parity, quantize_int8
+from training.families import LabelledTexts
+from training.loop import EpochRecord, fit
 from training.report import write_report
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Trained:
-    """What a model family's training hands the shared export/quantize/parity/write steps."""
-
-    result: FitResult
-    featurizer: Featurizer
-    featurize_seconds: float
-    featurizer_files: tuple[str, ...] = ()
-    is_writer: bool = True
-
-
-def _train_and_export_bag(
-    data: TrainingData,
-    train_y: list[int],
-    eval_y: np.ndarray,
-    labels: list[str],
-    hp: Hyperparameters,
-    fp32_path: Path,
-    **common: Any,
-) -> Trained:
-    featurizer = HashedNgramFeaturizer(hp.preprocessing())
-    began = time.perf_counter()
-    train_ids = [featurizer.ids(t) for t in data.train.texts]
-    eval_ids = [featurizer.ids(t) for t in data.evaluation.texts]
-    featurize_seconds = time.perf_counter() - began
-    result = fit(train_ids, train_y, eval_ids, eval_y.tolist(), labels, hp, **common)
-    export_onnx(WithProbabilities(result.model), fp32_path, featurizer.encode(data.evaluation.texts[:2]))
-    return Trained(result, featurizer, featurize_seconds)
 
 
 @dataclass(frozen=True)
@@ -84,7 +62,6 @@ def build_artifact(
     *,
     checkpoint_dir: Path | None = None,
     device: torch.device | None = None,
-    quantization: QuantizationSettings = QuantizationSettings(),
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     lineage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -95,24 +72,28 @@ def build_artifact(
     eval_y = np.asarray(_encode_labels(data.evaluation, labels, "evaluation"))
     fingerprint = data.train.fingerprint()
     fp32_path, int8_path = model_dir / MODEL_FP32, model_dir / MODEL_INT8
-    common = {
-        "dataset_fingerprint": fingerprint,
-        "checkpoint_dir": checkpoint_dir,
-        "device": device,
-        "on_epoch_end": on_epoch_end,
-    }
-    if hp.model_family == "transformer":
-        from training import transformer
-
-        trained = transformer.train_and_export(data, train_y, eval_y, labels, hp, model_dir, fp32_path, **common)
-        quantization = QuantizationSettings(per_channel=True)  # per-channel keeps encoder weights accurate
-    else:
-        trained = _train_and_export_bag(data, train_y, eval_y, labels, hp, fp32_path, **common)
-    if not trained.is_writer:
+    texts = LabelledTexts(
+        data.train.texts,
+        torch.as_tensor(train_y, dtype=torch.long),
+        data.evaluation.texts,
+        torch.as_tensor(eval_y, dtype=torch.long),
+        labels,
+    )
+    family = importlib.import_module(f"training.families.{hp.model_family}").prepare(texts, hp, model_dir)
+    result = fit(
+        family.task,
+        hp,
+        labels,
+        dataset_fingerprint=fingerprint,
+        checkpoint_dir=checkpoint_dir,
+        device=device,
+        on_epoch_end=on_epoch_end,
+    )
+    if not result.is_writer:
         return {}  # DDP: ranks other than 0 only help train; rank 0 exports and writes
-    result, featurizer = trained.result, trained.featurizer
-    featurize_seconds = trained.featurize_seconds
-    quantize_int8(fp32_path, int8_path, quantization)
+    featurizer = family.featurizer
+    export_onnx(family.exportable(result.model), fp32_path, featurizer.encode(data.evaluation.texts[:2]))
+    quantize_int8(fp32_path, int8_path, family.quantization)
     fp32_scores = onnx_probabilities(fp32_path, featurizer, data.evaluation.texts)
     int8_scores = onnx_probabilities(int8_path, featurizer, data.evaluation.texts)
     parity_report = {**parity(fp32_scores, int8_scores, eval_y), "min_label_agreement": hp.min_parity_agreement}
@@ -130,14 +111,18 @@ def build_artifact(
             "fp32": classification_report(eval_y, fp32_scores.argmax(1), labels),
         },
         "parity": parity_report,
-        "quantization": quantization.to_dict(),
+        "quantization": family.quantization.to_dict(),
         "sizes": {**sizes, "int8_over_fp32": sizes[MODEL_INT8] / sizes[MODEL_FP32]},
         "training": {
             "rows": len(data.train),
             "label_counts": data.train.label_counts(),
             "epochs": hp.epochs,
             "seconds": result.train_seconds,
-            "featurize_seconds": featurize_seconds,
+            "featurize_seconds": family.featurize_seconds,
+            "batch_size": result.batch_size,
+            "learning_rate": result.learning_rate,
+            "threads": result.threads,
+            "padding_share": result.padding_share,
             "world_size": result.world_size,
             "samples_per_second": result.samples_per_second,
             "resumed_from_epoch": result.resumed_from_epoch,
@@ -168,7 +153,7 @@ def build_artifact(
         {
             "model_family": hp.model_family,
             "serving_model": MODEL_INT8,
-            "featurizer_files": list(trained.featurizer_files),
+            "featurizer_files": list(family.featurizer_files),
             "hyperparameters": hp.to_dict(),
             "dataset": {
                 "fingerprint": fingerprint,

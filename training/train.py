@@ -8,17 +8,16 @@ SageMaker contract read here:
   SM_OUTPUT_DATA_DIR      extra outputs (a copy of metrics.json)
   SM_OUTPUT_DIR           ``failure`` is written here on error: SageMaker shows it as FailureReason
   SM_NUM_GPUS             0 forces CPU
-  hyperparameters         ``--name value`` arguments (see skiff.hyperparameters)
+  hyperparameters         ``--name value`` arguments (see skiff.model.hyperparameters)
   /opt/ml/checkpoints     synced to S3 by managed spot; resumed from on restart
 
-Progress goes to stdout as one JSON object per line prefixed with ``SKIFF_PROGRESS`` so the
-CLI can draw a progress bar and CloudWatch keeps a readable log.
+Progress goes to stdout as one JSON object per line (training/progress.py) so the CLI can
+draw a progress bar and CloudWatch keeps a readable log.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -30,10 +29,10 @@ if __package__ in (None, ""):
     # bundle's packages (skiff, training) importable the same way as in a checkout.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from skiff.data import read_csv, read_csv_dir, split_dataset  # noqa: E402
+from skiff.data.dataset import read_csv, read_csv_dir, split_dataset  # noqa: E402
 from skiff.errors import SkiffError  # noqa: E402
-from skiff.hyperparameters import Hyperparameters  # noqa: E402
-from skiff.local.container import PROGRESS_PREFIX  # noqa: E402
+from skiff.model.hyperparameters import Hyperparameters  # noqa: E402
+from training import progress  # noqa: E402
 
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 
@@ -109,10 +108,10 @@ def _run(args: argparse.Namespace, hp: Hyperparameters) -> int:
     else:
         train, evaluation = split_dataset(dataset, hp.eval_fraction)  # type: ignore[arg-type]
         data = TrainingData(train, evaluation, "hashed-split")
-    _progress({"event": "start", "epochs": hp.epochs, "train_rows": len(data.train), "eval_rows": len(data.evaluation)})
+    progress.emit("start", epochs=hp.epochs, train_rows=len(data.train), eval_rows=len(data.evaluation))
 
     def on_epoch_end(record: object) -> None:
-        _progress({"event": "epoch", "epochs": hp.epochs, **vars(record)})
+        progress.emit("epoch", epochs=hp.epochs, **vars(record))
 
     model_dir = Path(args.model_dir)
     metrics = build_artifact(
@@ -128,12 +127,8 @@ def _run(args: argparse.Namespace, hp: Hyperparameters) -> int:
     if args.output_data_dir:
         Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
         shutil.copy(model_dir / "metrics.json", Path(args.output_data_dir) / "metrics.json")
-    _progress({"event": "done", "accuracy": metrics["eval"]["int8"]["accuracy"], "model_dir": str(model_dir)})
+    progress.emit("done", accuracy=metrics["eval"]["int8"]["accuracy"], model_dir=str(model_dir))
     return 0
-
-
-def _progress(body: dict[str, object]) -> None:
-    print(PROGRESS_PREFIX + json.dumps(body), flush=True)
 
 
 if __name__ == "__main__":

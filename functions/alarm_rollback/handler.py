@@ -10,9 +10,9 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skiff import settings
-from skiff.auto_rollback import rollback_on_alarm
-from skiff.gpu_endpoint import endpoint_from_env, follow_production
-from skiff.registry import Registry
+from skiff.registry.auto_rollback import rollback_on_alarm
+from skiff.registry.table import Registry
+from skiff.serve.gpu_endpoint import endpoint_from_env, follow_production
 
 logger = Logger(service="skiff-alarm-rollback")
 metrics = Metrics(namespace="Skiff", service="alarm-rollback")

@@ -1,6 +1,6 @@
 """Inference Lambda: POST /predict behind an API Gateway HTTP API (payload format 2.0).
 
-Thin by design: parse and validate the request, ask skiff.serving for predictions, answer.
+Thin by design: parse and validate the request, ask skiff.serve.inference for predictions, answer.
 Never imports torch.
 """
 
@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from skiff.errors import RequestError
-from skiff.http import ErrorBody, install_error_handlers, require_json
-from skiff.serving import ModelServer, ServingSettings
+from skiff.serve.http import ErrorBody, install_error_handlers, require_json
+from skiff.serve.inference import ModelServer, ServingSettings
 
 logger = Logger(service="skiff-inference")
 metrics = Metrics(namespace="Skiff", service="inference")

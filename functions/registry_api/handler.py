@@ -32,9 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from skiff import settings
 from skiff.aws import client
 from skiff.errors import RequestError
-from skiff.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
-from skiff.http import ErrorBody, install_error_handlers, require_json
-from skiff.registry import Registry
+from skiff.registry.table import Registry
+from skiff.serve.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
+from skiff.serve.http import ErrorBody, install_error_handlers, require_json
 
 logger = Logger(service="skiff-registry-api")
 metrics = Metrics(namespace="Skiff", service="registry-api")

@@ -9,8 +9,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from skiff.completion import CompletionSettings, TrainingCompletion
-from skiff.gpu_endpoint import endpoint_from_env
+from skiff.retrain.completion import CompletionSettings, TrainingCompletion
+from skiff.serve.gpu_endpoint import endpoint_from_env
 
 logger = Logger(service="skiff-training-events")
 metrics = Metrics(namespace="Skiff", service="training-events")

@@ -19,9 +19,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skiff import settings
-from skiff.data import CsvLimits
-from skiff.datasets import DatasetCatalog
-from skiff.retraining import TrainingJobSettings, TrainingScheduler
+from skiff.data.dataset import CsvLimits
+from skiff.data.versions import DatasetCatalog
+from skiff.retrain.launch import TrainingJobSettings, TrainingScheduler
 
 logger = Logger(service="skiff-upload-trigger")
 metrics = Metrics(namespace="Skiff", service="upload-trigger")

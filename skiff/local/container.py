@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from skiff.errors import ConfigError
-from skiff.hyperparameters import Hyperparameters
-
-PROGRESS_PREFIX = "SKIFF_PROGRESS "
+from skiff.model.hyperparameters import Hyperparameters
+from training import progress  # the job's progress protocol; torch-free
 
 
 def training_script() -> Path:
@@ -114,7 +113,7 @@ def run_training_container(
         assert process.stdout is not None
         for line in process.stdout:
             log.write(line)
-            if line.startswith(PROGRESS_PREFIX) and on_progress is not None:
-                on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
+            if on_progress is not None and (event := progress.parse(line)) is not None:
+                on_progress(event)
         returncode = process.wait()
     return ContainerRun(returncode, model_dir, output_dir, log_path)

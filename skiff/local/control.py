@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from skiff.client import local_state_path
+from skiff.cli.client import local_state_path
 from skiff.errors import SkiffError
 from skiff.local.daemon import is_alive, read_state
 

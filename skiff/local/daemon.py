@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from skiff.client import local_state_path
+from skiff.cli.client import local_state_path
 from skiff.local.stack import LocalStack, LocalStackConfig
 
 

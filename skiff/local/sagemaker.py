@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from skiff.artifact_store import parse_s3_uri
 from skiff.aws import client
-from skiff.hyperparameters import Hyperparameters
 from skiff.local.container import run_training_container
-from skiff.retraining import decode_sagemaker_hyperparameters
+from skiff.model.hyperparameters import Hyperparameters
+from skiff.registry.artifacts import parse_s3_uri
+from skiff.retrain.launch import decode_sagemaker_hyperparameters
 
 
 def _download_channel(s3: Any, source: Mapping[str, Any], target: Path) -> None:

@@ -36,8 +36,8 @@ from skiff.aws import client, reset_clients
 from skiff.local.http_front import HttpFront, LocalContext
 from skiff.local.moto_server import MotoServer
 from skiff.local.sagemaker import event_detail, run_described_job
-from skiff.registry import create_table
-from skiff.retraining import training_event_pattern
+from skiff.registry.table import create_table
+from skiff.retrain.launch import training_event_pattern
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _handler_modules() -> tuple[Any, Any, Any, Any]:
     """The Lambda handlers, imported from the checkout (functions/ is deployed, not installed)."""
     import sys
 
-    from skiff.bundle import ROOT
+    from skiff.packaging.bundle import ROOT
 
     if str(ROOT) not in sys.path:
         sys.path.append(str(ROOT))
@@ -279,7 +279,7 @@ class LocalStack:
             Name=names["training_rule"], EventPattern=json.dumps(training_event_pattern(self.config.prefix))
         )
         events.put_targets(Rule=names["training_rule"], Targets=[{"Id": "completion", "Arn": events_arn}])
-        from skiff.bundle import build_training_source
+        from skiff.packaging.bundle import build_training_source
 
         source = build_training_source(self.config.work_dir / "source")
         s3.upload_file(str(source), names["artifacts_bucket"], "source/sourcedir.tar.gz")

@@ -8,9 +8,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from skiff.artifact import load_artifact
-from skiff.artifact_store import ArtifactStore
-from skiff.registry import Registry, create_table, metrics_summary, new_version_id
+from skiff.model.artifact import load_artifact
+from skiff.registry.artifacts import ArtifactStore
+from skiff.registry.table import Registry, create_table, metrics_summary, new_version_id
 
 TABLE, BUCKET = "skiff-registry", "skiff-artifacts"
 

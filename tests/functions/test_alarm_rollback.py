@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from functions.alarm_rollback import handler
-from skiff.auto_rollback import rollback_on_alarm
+from skiff.registry.auto_rollback import rollback_on_alarm
 from tests.events import captured
 from tests.functions.conftest import Stack
 from tests.functions.test_inference import Context

@@ -71,10 +71,10 @@ import json, sys
 import boto3
 from moto import mock_aws
 with mock_aws():
-    from skiff.registry import create_table
+    from skiff.registry.table import create_table
     from tests.functions.conftest import Stack, TABLE, BUCKET
-    from skiff.registry import Registry
-    from skiff.artifact_store import ArtifactStore
+    from skiff.registry.table import Registry
+    from skiff.registry.artifacts import ArtifactStore
     from pathlib import Path
     create_table(TABLE)
     boto3.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={{"LocationConstraint": "eu-west-1"}})

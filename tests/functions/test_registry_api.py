@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from functions.registry_api import handler
-from skiff.registry import RETIRED
+from skiff.registry.table import RETIRED
 from tests.events import http_event
 from tests.functions.conftest import Stack
 from tests.functions.test_inference import Context

@@ -15,10 +15,10 @@ import pytest
 
 from functions.training_events import handler as training_events
 from functions.upload_trigger import handler as upload_trigger
-from skiff.data import Example, read_csv, write_csv
+from skiff.data.dataset import Example, read_csv, write_csv
 from skiff.local.sagemaker import run_described_job
-from skiff.registry import FAILED, REJECTED, Registry, create_table
-from skiff.retraining import decode_sagemaker_hyperparameters
+from skiff.registry.table import FAILED, REJECTED, Registry, create_table
+from skiff.retrain.launch import decode_sagemaker_hyperparameters
 from tests.events import sqs_s3_event, training_state_event
 from tests.functions.test_inference import Context
 
@@ -247,7 +247,7 @@ def test_formula_like_text_is_accepted_as_plain_text(retraining: Retraining) -> 
 
 
 def read_csv_bytes(content: bytes) -> list[Example]:
-    from skiff.data import iter_examples
+    from skiff.data.dataset import iter_examples
 
     return list(iter_examples(io.BytesIO(content), "part.csv"))
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from infra.monitoring import alarm_event_pattern
-from skiff.retraining import training_event_pattern
+from skiff.retrain.launch import training_event_pattern
 from tests.infra.conftest import Deployed, Resource, run_program
 
 ALLOWED_STAR_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}

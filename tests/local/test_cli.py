@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from skiff.cli import main
+from skiff.cli.main import main
 from skiff.local.stack import LocalStack, LocalStackConfig
 
 SMALL = {"epochs": 2, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}
@@ -45,7 +45,7 @@ def test_upload_models_predict_and_rollback_through_the_cli(
 ) -> None:
     code, out, _ = run(capsys, "upload", str(sms_spam / "test.csv"), "--stack", str(stack_file), "--json")
     assert code == 0 and json.loads(out)["status"] == "accepted"
-    from skiff.client import StackClient, StackOutputs
+    from skiff.cli.client import StackClient, StackOutputs
 
     client = StackClient(StackOutputs.load(str(stack_file)))
     first = client.wait_for_job("ds-000001")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from skiff.client import ApiError, StackClient, StackOutputs
-from skiff.data import read_csv, write_csv
+from skiff.cli.client import ApiError, StackClient, StackOutputs
+from skiff.data.dataset import read_csv, write_csv
 from skiff.local.stack import LocalStack, LocalStackConfig
 
 SMALL = {"epochs": 3, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}

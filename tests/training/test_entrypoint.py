@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skiff.artifact import MANIFEST, load_artifact
-from skiff.data import read_csv, split_dataset
+from skiff.data.dataset import read_csv, split_dataset
 from skiff.errors import ParityError
 from skiff.local.container import run_training_container
+from skiff.model.artifact import MANIFEST, load_artifact
 from tests.conftest import SMALL_HYPERPARAMETERS
 from training import pipeline
 from training.train import main

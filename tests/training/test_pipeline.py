@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skiff.artifact import load_artifact
-from skiff.data import read_csv
-from skiff.predictor import Predictor
+from skiff.data.dataset import read_csv
+from skiff.model.artifact import load_artifact
+from skiff.model.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,216 @@
+"""Talking to a running Skiff stack — the local one or a deployed one — the same way.
+
+A stack is known by its outputs (``pulumi stack output --json`` for a deployed stack; the
+local stack writes the same keys). Data goes in through S3 exactly as a user's own upload
+would; models, promotion and rollback go through the registry API; predictions through the
+inference API. Requests to a deployed stack are signed with SigV4 (the admin routes are
+IAM-authorized); the local stack needs no signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skiff.aws import client
+from skiff.errors import ConfigError, SkiffError
+
+REQUIRED_OUTPUTS = ("api_url", "data_bucket", "artifacts_bucket", "registry_table", "job_prefix")
+
+
+def skiff_home() -> Path:
+    return Path(os.environ.get("SKIFF_HOME") or Path.home() / ".skiff")
+
+
+def local_state_path() -> Path:
+    return skiff_home() / "local" / "state.json"
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    api_url: str
+    data_bucket: str
+    artifacts_bucket: str
+    registry_table: str
+    job_prefix: str
+    aws_endpoint_url: str | None = None  # set for the local stack only
+    region: str | None = None
+    progress_file: str | None = None  # the local training executor's job progress
+
+    @property
+    def is_local(self) -> bool:
+        return self.aws_endpoint_url is not None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str) -> StackOutputs:
+        missing = [k for k in REQUIRED_OUTPUTS if not values.get(k)]
+        if missing:
+            raise ConfigError(f"expected stack outputs {missing} in {source} (got: {sorted(values)})")
+        return cls(**{k: values.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, stack_file: str | None = None) -> StackOutputs:
+        """``--stack FILE`` (Pulumi outputs JSON) wins; otherwise the running local stack."""
+        if stack_file:
+            path = Path(stack_file)
+            if not path.is_file():
+                raise ConfigError(
+                    f"expected a stack outputs file at {path} (got: none); "
+                    "write one with: pulumi stack output --json > outputs.json"
+                )
+            return cls.from_dict(json.loads(path.read_text()), str(path))
+        state = local_state_path()
+        if not state.is_file():
+            raise ConfigError(
+                "expected a running local stack (got: none). Start one with `skiff local up`, "
+                "or point at a deployed stack with --stack outputs.json"
+            )
+        return cls.from_dict(json.loads(state.read_text())["outputs"], str(state))
+
+
+class ApiError(SkiffError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code = status, code
+        super().__init__(f"HTTP {status} {code}: {message}")
+
+
+class StackClient:
+    def __init__(self, outputs: StackOutputs) -> None:
+        self.outputs = outputs
+        if outputs.is_local:
+            # The local stack's moto server stands in for AWS; boto3 reads these settings itself.
+            os.environ["AWS_ENDPOINT_URL"] = outputs.aws_endpoint_url or ""
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+            os.environ.setdefault("AWS_DEFAULT_REGION", outputs.region or "us-east-1")
+
+    # ---- HTTP APIs ---------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        all_headers = dict(headers or {})
+        if data is not None:
+            all_headers["content-type"] = "application/json"
+        url = self.outputs.api_url.rstrip("/") + path
+        if not self.outputs.is_local:
+            all_headers = self._sign(method, url, data, all_headers)
+        request = urllib.request.Request(url, data=data, headers=all_headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                error = json.loads(exc.read())["error"]
+            except (ValueError, KeyError, TypeError):
+                error = {"code": "http_error", "message": str(exc.reason)}
+            raise ApiError(exc.code, error["code"], error["message"]) from exc
+        except urllib.error.URLError as exc:
+            raise SkiffError(f"expected the stack's API at {self.outputs.api_url} (got: {exc.reason})") from exc
+
+    def _sign(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> dict[str, str]:
+        import boto3
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        session = boto3.session.Session()
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise ConfigError("expected AWS credentials to sign admin requests (got: none); configure the AWS CLI")
+        region = self.outputs.region or session.region_name or "us-east-1"
+        aws_request = AWSRequest(method=method, url=url, data=data, headers=headers)
+        SigV4Auth(credentials, "execute-api", region).add_auth(aws_request)
+        return dict(aws_request.headers.items())
+
+    def predict(self, texts: list[str]) -> dict[str, Any]:
+        return self.request("POST", "/predict", {"texts": texts})
+
+    def models(self, limit: int = 20) -> list[dict[str, Any]]:
+        return self.request("GET", f"/models?limit={limit}")["models"]
+
+    def production(self) -> dict[str, Any]:
+        return self.request("GET", "/models/production")
+
+    def promote(self, version: str, reason: str) -> dict[str, Any]:
+        key = {"idempotency-key": f"cli-{uuid.uuid4()}"}
+        return self.request("POST", f"/models/{version}/promote", {"reason": reason}, key)
+
+    def rollback(self, reason: str) -> dict[str, Any]:
+        return self.request("POST", "/rollback", {"reason": reason}, {"idempotency-key": f"cli-{uuid.uuid4()}"})
+
+    # ---- data and jobs -------------------------------------------------------------------------
+    def upload(self, path: Path, name: str | None = None) -> dict[str, Any]:
+        content = path.read_bytes()
+        key = f"incoming/{name or path.name}"
+        client("s3").put_object(Bucket=self.outputs.data_bucket, Key=key, Body=content)
+        return {"key": key, "sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content)}
+
+    def upload_outcome(self, upload: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        """Wait until the stack has accepted (a dataset version) or rejected (a report) the upload."""
+        from skiff.data.versions import INCOMING, REJECTIONS, DatasetCatalog
+
+        s3 = client("s3")
+        catalog = DatasetCatalog(self.outputs.registry_table, self.outputs.data_bucket)
+        report_key = f"{REJECTIONS}{upload['key'][len(INCOMING) :]}.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            head = catalog.head()
+            if head is not None and any(p["sha256"] == upload["sha256"] for p in head.parts):
+                return {"status": "accepted", "dataset_version": head.version, "rows": head.rows}
+            try:
+                report = json.loads(s3.get_object(Bucket=self.outputs.data_bucket, Key=report_key)["Body"].read())
+                return {"status": "rejected", **report}
+            except s3.exceptions.NoSuchKey:
+                pass
+            time.sleep(0.3)
+        raise SkiffError(
+            f"expected the stack to process {upload['key']} within {timeout:.0f}s (got: no outcome yet); "
+            "check `skiff jobs` and the upload trigger's logs"
+        )
+
+    def jobs(self) -> list[dict[str, Any]]:
+        sagemaker = client("sagemaker")
+        summaries = sagemaker.list_training_jobs(SortBy="CreationTime", SortOrder="Descending", MaxResults=50)
+        prefix = f"{self.outputs.job_prefix}-"
+        progress = self._local_progress()
+        jobs = []
+        for summary in summaries["TrainingJobSummaries"]:
+            name = summary["TrainingJobName"]
+            if not name.startswith(prefix):
+                continue
+            local = progress.get(name, {})
+            # moto marks every job Completed at once; the local executor knows the real state.
+            status = local.get("status", "Pending") if self.outputs.is_local else summary["TrainingJobStatus"]
+            jobs.append(
+                {
+                    "name": name,
+                    "dataset_version": name[len(prefix) :],
+                    "status": status,
+                    "epoch": local.get("epoch"),
+                    "epochs": local.get("epochs"),
+                    "failure_reason": local.get("failure_reason"),
+                    "created": str(summary["CreationTime"]),
+                }
+            )
+        return jobs
+
+    def _local_progress(self) -> dict[str, Any]:
+        path = Path(self.outputs.progress_file) if self.outputs.progress_file else None
+        return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+    def wait_for_job(self, dataset_version: str, timeout: float = 180) -> dict[str, Any]:
+        """Wait until the job for ``dataset_version`` has ended and its version is registered or failed."""
+        job_name = f"{self.outputs.job_prefix}-{dataset_version}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for model in self.models(limit=20):
+                if model["lineage"].get("training_job") == job_name and model["status"] != "candidate":
+                    return model
+            time.sleep(0.5)
+        raise SkiffError(f"expected training job {job_name} to finish within {timeout:.0f}s (got: still running)")

@@ -1,0 +1,306 @@
+"""The ``skiff`` command line.
+
+Training runs as a separate process under the SageMaker container contract (see
+skiff.local.container), so this module, like the rest of skiff, never imports torch:
+``skiff predict`` starts fast and stays small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from skiff.cli.tables import answers_table, metrics_table, models_table, rejection_text
+from skiff.errors import SkiffError
+from skiff.model.hyperparameters import Hyperparameters
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _hyperparameters(pairs: Sequence[str]) -> Hyperparameters:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SkiffError(f"expected --hp name=value (got: {pair!r})")
+        values[name.strip().replace("-", "_")] = value.strip()
+    return Hyperparameters.from_strings(values)
+
+
+def train_model(
+    data: Path,
+    out_dir: Path,
+    hp: Hyperparameters,
+    test: Path | None = None,
+    workdir: Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run one training job locally and copy its artifact to ``out_dir``; returns metrics."""
+    from skiff.local.container import run_training_container
+
+    channels = {"train": data, **({"test": test} if test else {})}
+    with tempfile.TemporaryDirectory(prefix="skiff-job-", dir=workdir) as root:
+        with Progress(
+            TextColumn("[bold]training[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        ) as progress:
+            task = progress.add_task("train", total=hp.epochs, status="reading data")
+
+            def on_progress(event: dict[str, Any]) -> None:
+                if event["event"] == "start":
+                    progress.update(task, status=f"{event['train_rows']} train / {event['eval_rows']} eval rows")
+                elif event["event"] == "epoch":
+                    progress.update(
+                        task,
+                        completed=event["epoch"],
+                        status=f"loss {event['loss']:.4f}  eval acc {event['eval_accuracy']:.4f}"
+                        + ("  exporting + quantizing" if event["epoch"] == hp.epochs else ""),
+                    )
+
+            run = run_training_container(Path(root), channels, hp, on_progress=on_progress)
+        if not run.succeeded:
+            raise SkiffError(f"training failed: {run.failure_reason} (full log: rerun with the same data to see it)")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        shutil.copytree(run.model_dir, out_dir)
+    return json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    metrics = train_model(
+        Path(args.data),
+        Path(args.out),
+        _hyperparameters(args.hp),
+        Path(args.test) if args.test else None,
+        quiet=args.json,
+    )
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        out.print(metrics_table(metrics))
+        out.print(f"artifact: {args.out}  (report picture: {Path(args.out) / 'report.png'})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    version = None
+    if args.model:  # offline: an artifact directory, onnxruntime only
+        from skiff.model.predictor import Predictor
+
+        predictions = Predictor.from_directory(args.model, threads=args.threads).predict(args.texts)
+        answers = [
+            {"text": t, "label": p.label, "scores": p.scores} for t, p in zip(args.texts, predictions, strict=True)
+        ]
+    else:  # the stack's API: what callers of the deployed service get
+        answer = _client(args).predict(args.texts)
+        version = answer["model_version"]
+        answers = [{"text": t, **p} for t, p in zip(args.texts, answer["predictions"], strict=True)]
+    if args.json:
+        print(json.dumps({"model_version": version, "predictions": answers} if version else answers))
+    else:
+        out.print(answers_table(answers, version))
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from skiff.cli.client import StackClient, StackOutputs
+
+    return StackClient(StackOutputs.load(getattr(args, "stack", None)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from skiff.cli.demo import run_demo
+
+    return run_demo(out, console, Path(args.workdir) if args.workdir else None, _hyperparameters(args.hp), args.rows)
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from skiff.local import control
+
+    if args.action == "up":
+        outputs = control.up(args.api_port, json.dumps(_hyperparameters(args.hp).to_dict()) if args.hp else "{}")
+    elif args.action == "down":
+        control.down()
+        out.print("local stack stopped")
+        return 0
+    else:
+        outputs = control.status()
+    if args.json:
+        print(json.dumps(outputs))
+    else:
+        table = Table(title="local stack")
+        table.add_column("output")
+        table.add_column("value")
+        for key, value in outputs.items():
+            table.add_row(key, str(value))
+        out.print(table)
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    stack = _client(args)
+    upload = stack.upload(Path(args.file))
+    with console.status(f"uploaded {upload['key']} ({upload['bytes']} bytes); waiting for validation…"):
+        outcome = stack.upload_outcome(upload, timeout=args.timeout)
+    if args.json:
+        print(json.dumps({**upload, **outcome}))
+    elif outcome["status"] == "accepted":
+        out.print(
+            f"[green]accepted[/] as part of dataset {outcome['dataset_version']} ({outcome['rows']} rows in all); "
+            "training starts (or waits for the running job) — follow it with `skiff jobs`"
+        )
+    else:
+        out.print(rejection_text(outcome))
+    return 0 if outcome["status"] == "accepted" else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    jobs = _client(args).jobs()
+    if args.json:
+        print(json.dumps(jobs))
+        return 0
+    table = Table(title="training jobs (newest first)")
+    for column in ("job", "dataset", "status", "progress", "failure"):
+        table.add_column(column)
+    for job in jobs:
+        progress = f"epoch {job['epoch']}/{job['epochs']}" if job.get("epochs") else ""
+        table.add_row(job["name"], job["dataset_version"], job["status"], progress, job.get("failure_reason") or "")
+    out.print(table if jobs else "no training jobs yet: upload data with `skiff upload FILE.csv`")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    models = _client(args).models(limit=args.limit)
+    if args.json:
+        print(json.dumps(models))
+        return 0
+    out.print(models_table(models) if models else "no model versions yet: upload data with `skiff upload FILE.csv`")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    _report_change(args, _client(args).promote(args.version, args.reason), "promoted")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    _report_change(args, _client(args).rollback(args.reason), "rolled back")
+    return 0
+
+
+def _report_change(args: argparse.Namespace, change: dict[str, Any], verb: str) -> None:
+    if args.json:
+        print(json.dumps(change))
+    else:
+        out.print(f"{verb}: production is now {change['version']} (was {change['previous_version']})")
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from skiff.packaging.bundle import build_all
+
+    with console.status(f"building Lambda packages for {args.arch}…"):
+        report = build_all(Path(args.out), args.arch)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    table = Table(title=f"Lambda packages ({args.arch}); limits: 250 MB unzipped incl. layers, 50 MB zipped")
+    for column in ("package", "unzipped MB", "zipped MB"):
+        table.add_column(column, justify="right" if column != "package" else "left")
+    for package in (report.layer, *report.functions.values()):
+        table.add_row(
+            Path(package.path).name, f"{package.unzipped_bytes / 1e6:.1f}", f"{package.zipped_bytes / 1e6:.2f}"
+        )
+    out.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skiff", description="Serverless model operations for text classifiers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train on a text,label CSV and write a verified artifact")
+    train.add_argument("data", help="training CSV (text,label) or a directory of CSV parts")
+    train.add_argument("--test", help="evaluation CSV; default: a stable hashed split of the data")
+    train.add_argument("--out", required=True, help="artifact directory to write (replaced if it exists)")
+    train.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="hyperparameter, repeatable")
+    train.add_argument("--json", action="store_true", help="print metrics as JSON, no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    predict = commands.add_parser("predict", help="classify texts (the stack's API, or --model DIR offline)")
+    predict.add_argument("--model", help="an artifact directory: predict offline with onnxruntime, no stack")
+    predict.add_argument("--stack", help="a deployed stack's outputs (pulumi stack output --json); default: local")
+    predict.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all CPUs)")
+    predict.add_argument("--json", action="store_true")
+    predict.add_argument("texts", nargs="+")
+    predict.set_defaults(func=cmd_predict)
+
+    demo = commands.add_parser("demo", help="the whole loop on the local stack: upload, retrain, serve, roll back")
+    demo.add_argument("--workdir", help="where to keep the demo's data and reports (default: a new temp dir)")
+    demo.add_argument("--rows", type=int, default=1500, help="rows per synthetic batch")
+    demo.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+    demo.set_defaults(func=cmd_demo)
+
+    local = commands.add_parser("local", help="the embedded local stack: up, down, status")
+    local.add_argument("action", choices=["up", "down", "status"])
+    local.add_argument("--api-port", type=int, default=0, help="port of the local API (default: any free one)")
+    local.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="training hyperparameter")
+    local.add_argument("--json", action="store_true")
+    local.set_defaults(func=cmd_local)
+
+    def stack_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--stack", help="a deployed stack's outputs (pulumi stack output --json); default: local")
+        command.add_argument("--json", action="store_true")
+        return command
+
+    upload = stack_command("upload", "upload a text,label CSV; it is validated, versioned and trained on")
+    upload.add_argument("file")
+    upload.add_argument("--timeout", type=float, default=120, help="seconds to wait for the validation outcome")
+    upload.set_defaults(func=cmd_upload)
+    stack_command("jobs", "training jobs with status and progress").set_defaults(func=cmd_jobs)
+    models = stack_command("models", "model versions, metrics, which serves, why others were rejected")
+    models.add_argument("--limit", type=int, default=20)
+    models.set_defaults(func=cmd_models)
+    promote = stack_command("promote", "make a version serve")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="promoted by hand with the skiff CLI")
+    promote.set_defaults(func=cmd_promote)
+    rollback = stack_command("rollback", "return production to the previous version")
+    rollback.add_argument("--reason", default="rolled back by hand with the skiff CLI")
+    rollback.set_defaults(func=cmd_rollback)
+    bundle = commands.add_parser("bundle", help="build the Lambda function zips and dependency layer")
+    bundle.add_argument("--arch", choices=["arm64", "x86_64"], default="arm64")
+    bundle.add_argument("--out", default="build/lambda", help="output directory")
+    bundle.add_argument("--json", action="store_true")
+    bundle.set_defaults(func=cmd_bundle)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SkiffError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

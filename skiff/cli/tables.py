@@ -1,0 +1,87 @@
+"""The tables and texts the CLI and the demo both print (rich renderables, no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+
+
+def metrics_table(metrics: dict[str, Any], title: str = "evaluation") -> Table:
+    evaluation = metrics["eval"]
+    table = Table(title=f"{title} — {evaluation['rows']} rows ({evaluation['kind']})")
+    table.add_column("label")
+    for column in ("precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for label, row in evaluation["int8"]["per_class"].items():
+        table.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    table.add_section()
+    parity = metrics["parity"]
+    sizes = metrics["sizes"]
+    table.add_row(
+        "accuracy int8 / fp32", f"{evaluation['int8']['accuracy']:.4f}", f"{evaluation['fp32']['accuracy']:.4f}", "", ""
+    )
+    table.add_row(
+        "macro-F1 int8 / fp32", f"{evaluation['int8']['macro_f1']:.4f}", f"{evaluation['fp32']['macro_f1']:.4f}", "", ""
+    )
+    table.add_row("majority baseline", f"{evaluation['majority_baseline_accuracy']:.4f}", "", "", "")
+    table.add_row(
+        "int8/fp32 agreement", f"{parity['label_agreement']:.4f}", f"max Δ {parity['max_score_difference']:.4f}", "", ""
+    )
+    table.add_row(
+        "size int8 / fp32 (MB)",
+        f"{sizes['model.int8.onnx'] / 1e6:.1f}",
+        f"{sizes['model.fp32.onnx'] / 1e6:.1f}",
+        "",
+        "",
+    )
+    training = metrics["training"]
+    table.add_row("train seconds", f"{training['seconds']:.1f}", f"{training['samples_per_second']:.0f}/s", "", "")
+    return table
+
+
+def answers_table(answers: Sequence[dict[str, Any]], version: str | None = None) -> Table:
+    table = Table(title="predictions (int8 ONNX)" + (f" — model {version}" if version else ""))
+    table.add_column("text")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    for answer in answers:
+        text = answer["text"]
+        short = text if len(text) <= 70 else text[:67] + "…"
+        table.add_row(short, answer["label"], f"{answer['scores'][answer['label']]:.4f}")
+    return table
+
+
+def models_table(models: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="model versions (newest first)")
+    for column in ("version", "status", "accuracy", "macro-F1", "dataset", "why"):
+        table.add_column(
+            column,
+            justify="right" if column in ("accuracy", "macro-F1") else "left",
+            no_wrap=column in ("version", "status"),
+        )
+    styles = {"production": "bold green", "rejected": "red", "failed": "red"}
+    for model in models:
+        metrics = model.get("metrics") or {}
+        table.add_row(
+            model["version"],
+            f"[{styles.get(model['status'], '')}]{model['status']}[/]"
+            if model["status"] in styles
+            else model["status"],
+            f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "",
+            f"{metrics['macro_f1']:.4f}" if "macro_f1" in metrics else "",
+            model["lineage"].get("dataset_version", ""),
+            model.get("status_reason") or "",
+        )
+    return table
+
+
+def rejection_text(outcome: dict[str, Any]) -> str:
+    problems = "\n".join(
+        f"  - line {p['line']}: {p['message']}" if p.get("line") else f"  - {p['message']}" for p in outcome["problems"]
+    )
+    return (
+        f"[red]rejected[/]: {outcome['reason']}\n{problems}\n"
+        f"kept as {outcome.get('quarantined_as')}; fix the file and upload it again"
+    )

@@ -1,0 +1,241 @@
+"""Featurization shared by training and serving.
+
+Training and serving must never disagree about how text becomes model input, so both build
+their featurizer from the same serialized spec (``preprocessing.json`` in every artifact).
+A spec names its ``family``; :func:`featurizer_from_spec` picks the implementation. Today
+there is one family, hashed word and character n-grams for the fastText-style model; a
+tokenizer-based family for pretrained encoders plugs in beside it.
+
+Hashing uses BLAKE2b, never Python's ``hash()``, which is salted per process: the same text
+must map to the same buckets in the training job, in every Lambda container and on every
+laptop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from skiff.errors import ConfigError
+
+PADDING_ID = 0
+"""Token id 0 is padding; hashed features occupy ids 1..buckets."""
+
+_TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")
+"""Runs of letters, runs of digits, and single symbols ('£', '!', '&' matter for spam)."""
+
+
+def normalize(text: str) -> str:
+    """Unicode NFKC (full-width and compatibility forms fold together), then casefold."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def tokenize(text: str) -> list[str]:
+    """Split normalized text into letter runs, digit runs and single symbols."""
+    return _TOKEN.findall(normalize(text))
+
+
+@lru_cache(maxsize=1 << 20)
+def _bucket(feature: str, buckets: int) -> int:
+    digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % buckets + 1
+
+
+class Featurizer(Protocol):
+    """Turns texts into the named input arrays of the exported ONNX model."""
+
+    @property
+    def input_names(self) -> tuple[str, ...]: ...
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def to_spec(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class HashedNgramSpec:
+    """Settings of the hashed n-gram featurizer; serialized verbatim into the artifact."""
+
+    FAMILY: ClassVar[str] = "hashed-ngrams"
+    VERSION: ClassVar[int] = 1
+
+    buckets: int = 1 << 18
+    word_ngrams: int = 2
+    char_ngrams: tuple[int, int] | None = (3, 4)
+    max_features: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.buckets < 2:
+            raise ConfigError(f"buckets should be >= 2 (got: {self.buckets})")
+        if self.word_ngrams < 1:
+            raise ConfigError(f"word_ngrams should be >= 1 (got: {self.word_ngrams})")
+        if self.char_ngrams is not None:
+            low, high = self.char_ngrams
+            if not 1 <= low <= high:
+                raise ConfigError(f"char_ngrams should be (min, max) with 1 <= min <= max (got: {self.char_ngrams})")
+        if self.max_features < 1:
+            raise ConfigError(f"max_features should be >= 1 (got: {self.max_features})")
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["char_ngrams"] = list(self.char_ngrams) if self.char_ngrams else None
+        return {
+            "family": self.FAMILY,
+            "version": self.VERSION,
+            "normalization": "NFKC+casefold",
+            "hash": "blake2b-64",
+            "padding_id": PADDING_ID,
+            **body,
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> HashedNgramSpec:
+        if spec.get("version") != cls.VERSION:
+            raise ConfigError(
+                f"expected {cls.FAMILY} preprocessing version {cls.VERSION} (got: {spec.get('version')!r})"
+            )
+        char_ngrams = spec.get("char_ngrams")
+        return cls(
+            buckets=int(spec["buckets"]),
+            word_ngrams=int(spec["word_ngrams"]),
+            char_ngrams=(int(char_ngrams[0]), int(char_ngrams[1])) if char_ngrams else None,
+            max_features=int(spec["max_features"]),
+        )
+
+
+@dataclass(frozen=True)
+class HashedNgramFeaturizer:
+    """Word n-grams (and optionally character n-grams of each word) hashed into buckets."""
+
+    spec: HashedNgramSpec = field(default_factory=HashedNgramSpec)
+
+    input_names: tuple[str, ...] = ("token_ids",)
+
+    def features(self, text: str) -> list[str]:
+        """The feature strings of one text, in a fixed order, before hashing."""
+        tokens = tokenize(text)
+        out: list[str] = []
+        for n in range(1, self.spec.word_ngrams + 1):
+            # The prefix keeps n-gram orders apart: the unigram "a b" cannot collide with a bigram.
+            out.extend(f"w{n}:" + " ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        if self.spec.char_ngrams is not None:
+            low, high = self.spec.char_ngrams
+            for token in tokens:
+                if len(token) < 2:
+                    continue  # single symbols and letters are already word features
+                padded = f"<{token}>"
+                for n in range(low, high + 1):
+                    out.extend("c:" + padded[i : i + n] for i in range(len(padded) - n + 1))
+        return out[: self.spec.max_features]
+
+    def ids(self, text: str) -> list[int]:
+        """Bucket ids (1..buckets) of one text; empty when the text has no tokens."""
+        buckets = self.spec.buckets
+        return [_bucket(f, buckets) for f in self.features(text)]
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return {"token_ids": pad_ids([self.ids(t) for t in texts])}
+
+    def to_spec(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+
+def pad_ids(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """Right-pad id lists with PADDING_ID into one int64 matrix (at least one column)."""
+    width = max((len(r) for r in rows), default=0) or 1
+    out = np.full((len(rows), width), PADDING_ID, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """A pretrained encoder's tokenizer (``tokenizer.json``, run by the Rust ``tokenizers``)."""
+
+    FAMILY: ClassVar[str] = "hf-tokenizer"
+    VERSION: ClassVar[int] = 1
+
+    max_length: int = 64
+    tokenizer_file: str = "tokenizer.json"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_length <= 4096:
+            raise ConfigError(f"max_length should be between 2 and 4096 (got: {self.max_length})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.FAMILY,
+            "version": self.VERSION,
+            "max_length": self.max_length,
+            "tokenizer_file": self.tokenizer_file,
+            "padding": "longest",
+            "truncation": "longest_first",
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> TokenizerSpec:
+        if spec.get("version") != cls.VERSION:
+            raise ConfigError(
+                f"expected {cls.FAMILY} preprocessing version {cls.VERSION} (got: {spec.get('version')!r})"
+            )
+        return cls(max_length=int(spec["max_length"]), tokenizer_file=str(spec["tokenizer_file"]))
+
+
+class TokenizerFeaturizer:
+    """input_ids + attention_mask, truncated to ``max_length`` and padded to the longest text.
+
+    Training and serving both encode through this class, so token ids cannot drift; a test
+    checks them against the transformers tokenizer built from the same file.
+    """
+
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+
+    def __init__(self, spec: TokenizerSpec, directory: Path) -> None:
+        from tokenizers import Tokenizer  # the Rust tokenizer; only this family needs it
+
+        path = Path(directory) / spec.tokenizer_file
+        if not path.is_file():
+            raise ConfigError(f"expected {spec.tokenizer_file} in {directory} (got: missing)")
+        self.spec = spec
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.tokenizer.enable_truncation(max_length=spec.max_length)
+        pad_id = self.tokenizer.token_to_id("[PAD]")
+        self.pad_id = pad_id if pad_id is not None else 0
+        self.tokenizer.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        return {
+            "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), -1),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64).reshape(len(texts), -1),
+        }
+
+    def to_spec(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+
+FAMILIES = (HashedNgramSpec.FAMILY, TokenizerSpec.FAMILY)
+
+
+def featurizer_from_spec(spec: Mapping[str, Any], directory: Path | None = None) -> Featurizer:
+    """Rebuild exactly the featurizer a model was trained with from its serialized spec.
+
+    ``directory`` is the artifact's: families that carry files (a tokenizer) read them there.
+    """
+    family = spec.get("family")
+    if family == HashedNgramSpec.FAMILY:
+        return HashedNgramFeaturizer(HashedNgramSpec.from_dict(spec))
+    if family == TokenizerSpec.FAMILY:
+        if directory is None:
+            raise ConfigError(f"expected the artifact directory for a {family} featurizer (got: none)")
+        return TokenizerFeaturizer(TokenizerSpec.from_dict(spec), directory)
+    raise ConfigError(f"expected preprocessing family one of {list(FAMILIES)} (got: {family!r})")

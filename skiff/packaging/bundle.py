@@ -1,0 +1,259 @@
+"""Build the Lambda deployment packages: one zip per function and a shared dependency layer.
+
+Dependencies are installed for the target, not for this machine:
+``pip install --platform <manylinux tag> --only-binary=:all: --python-version 3.12``, so an
+arm64 layer can be built on x86_64. What is not needed at run time (tests, headers, type
+stubs, onnxruntime's training and tooling packages) is dropped, sizes are reported, and the
+build fails above Lambda's limits instead of failing at deploy time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from skiff.errors import ConfigError, SkiffError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PLATFORMS = {
+    "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64"),
+    "arm64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
+}
+LAMBDA_PYTHON = "3.12"
+UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + all layers
+DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # zipped, per package uploaded without S3
+
+# What each function needs beyond the Lambda Python runtime (which already has boto3).
+LAYER_REQUIREMENTS = ("onnxruntime>=1.20", "numpy>=1.26", "aws-lambda-powertools>=3.0", "pydantic>=2.6")
+LAYER_WITHOUT_DEPENDENCIES = ("tokenizers>=0.20",)
+"""Installed with --no-deps: serving only loads tokenizer.json; tokenizers' huggingface-hub
+dependency (and hf-xet, fsspec, pyyaml… ~20 MB) is for downloading models, which serving never does."""
+FUNCTIONS = ("inference", "registry_api", "upload_trigger", "training_events", "alarm_rollback")
+
+PRUNE = (
+    "*/__pycache__",
+    "*.pyc",
+    "*/tests",
+    "*/test",
+    "*/testing",
+    "*.pyi",
+    "*/include",
+    "bin",
+    "numpy/_core/lib/pkgconfig",
+    "numpy/f2py",
+    "numpy/distutils",
+    "numpy/typing",
+    "onnxruntime/tools",
+    "onnxruntime/transformers",
+    "onnxruntime/quantization",
+    "onnxruntime/datasets",
+    "onnxruntime/backend",
+    # The C/C++ API library: the Python binding links onnxruntime statically (readelf shows no
+    # NEEDED entry for it) and no Python code loads it; 35 MB unzipped.
+    "onnxruntime/capi/libonnxruntime.so*",
+    "*.dist-info/RECORD",
+    "*.dist-info/INSTALLER",
+    "*.dist-info/REQUESTED",
+)
+# skiff rooms that only the CLI, training or the local stack use.
+FUNCTION_EXCLUDES = ("skiff/cli", "skiff/data/synthetic.py", "skiff/local", "skiff/packaging", "*/__pycache__")
+
+
+class BundleTooLargeError(SkiffError):
+    """A package is above a Lambda limit."""
+
+
+@dataclass(frozen=True)
+class PackageSize:
+    path: str
+    unzipped_bytes: int
+    zipped_bytes: int
+
+
+@dataclass
+class BundleReport:
+    architecture: str
+    layer: PackageSize
+    functions: dict[str, PackageSize] = field(default_factory=dict)
+
+    def check_limits(self) -> None:
+        problems = []
+        for name, package in self.functions.items():
+            total = package.unzipped_bytes + self.layer.unzipped_bytes
+            if total > UNZIPPED_LIMIT:
+                problems.append(f"{name} + layer unzipped: expected <= {UNZIPPED_LIMIT} bytes (got: {total})")
+        for package in (self.layer, *self.functions.values()):
+            if package.zipped_bytes > DIRECT_UPLOAD_LIMIT:
+                name, size = Path(package.path).name, package.zipped_bytes
+                problems.append(f"{name} zipped: expected <= {DIRECT_UPLOAD_LIMIT} bytes (got: {size})")
+        if problems:
+            raise BundleTooLargeError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _matches(relative: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatch(relative, p) or fnmatch.fnmatch("/" + relative, "*/" + p.lstrip("*/")) for p in patterns)
+
+
+def prune(directory: Path, patterns: Sequence[str] = PRUNE) -> None:
+    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts)):
+        if path.exists() and _matches(str(path.relative_to(directory)), patterns):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _zip(source: Path, target: Path, prefix: str = "") -> PackageSize:
+    unzipped = 0
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                # Fixed timestamps: the same inputs give a byte-identical zip (stable deploy diffs).
+                info = zipfile.ZipInfo(prefix + str(path.relative_to(source)), date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = (0o755 if path.stat().st_mode & 0o111 else 0o644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, path.read_bytes())
+                unzipped += path.stat().st_size
+    return PackageSize(str(target), unzipped, target.stat().st_size)
+
+
+def build_layer(
+    out_dir: Path,
+    architecture: str,
+    requirements: Sequence[str] = LAYER_REQUIREMENTS,
+    without_dependencies: Sequence[str] = LAYER_WITHOUT_DEPENDENCIES,
+) -> PackageSize:
+    """pip-install ``requirements`` for the target; reuses an earlier build of the same inputs."""
+    if architecture not in PLATFORMS:
+        raise ConfigError(f"architecture should be one of {sorted(PLATFORMS)} (got: {architecture!r})")
+    archive = out_dir / f"layer-{architecture}.zip"
+    stamp = out_dir / f"layer-{architecture}.inputs.json"
+    inputs = {
+        "requirements": list(requirements),
+        "without_dependencies": list(without_dependencies),
+        "platforms": list(PLATFORMS[architecture]),
+        "python": LAMBDA_PYTHON,
+        "prune": list(PRUNE),
+    }
+    if archive.is_file() and stamp.is_file() and json.loads(stamp.read_text())["inputs"] == inputs:
+        return PackageSize(**json.loads(stamp.read_text())["size"])
+    staging = out_dir / f"layer-{architecture}"
+    shutil.rmtree(staging, ignore_errors=True)
+    target = staging / "python"
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(target),
+        "--implementation",
+        "cp",
+        "--python-version",
+        LAMBDA_PYTHON,
+        "--only-binary=:all:",
+        *[f"--platform={p}" for p in PLATFORMS[architecture]],
+    ]
+    for extra, packages in (([], requirements), (["--no-deps"], without_dependencies)):
+        if not packages:
+            continue
+        result = subprocess.run([*command, *extra, *packages], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SkiffError(
+                f"expected pip to install the layer for {architecture} (got: {result.stderr.strip()[-800:]})"
+            )
+    prune(target)
+    size = _zip(staging, archive)
+    stamp.write_text(json.dumps({"inputs": inputs, "size": asdict(size)}))
+    return size
+
+
+def build_function(out_dir: Path, name: str) -> PackageSize:
+    if name not in FUNCTIONS:
+        raise ConfigError(f"function should be one of {list(FUNCTIONS)} (got: {name!r})")
+    staging = out_dir / f"function-{name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "skiff", staging / "skiff", ignore=ignore)
+    prune(staging, FUNCTION_EXCLUDES)
+    (staging / "functions").mkdir()
+    shutil.copy(ROOT / "functions" / "__init__.py", staging / "functions" / "__init__.py")
+    shutil.copytree(ROOT / "functions" / name, staging / "functions" / name, ignore=ignore)
+    return _zip(staging, out_dir / f"function-{name}.zip")
+
+
+TRAINING_REQUIREMENTS = (
+    "onnx>=1.17",
+    "onnxscript>=0.5",
+    "onnxruntime>=1.20",
+    "matplotlib>=3.8",
+    "transformers>=4.45",
+    "tokenizers>=0.20",
+)
+"""What the SageMaker PyTorch training image lacks; its toolkit pip-installs requirements.txt."""
+
+
+GPU_SERVING_REQUIREMENTS = ("onnxruntime-gpu>=1.20", "numpy>=1.26", "tokenizers>=0.20")
+SERVING_ENTRY_SOURCE = (
+    b"from skiff.serve.sagemaker_handler import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
+)
+
+
+def build_training_source(out_dir: Path) -> Path:
+    """``sourcedir.tar.gz`` for script mode: skiff/, training/ and requirements.txt, reproducibly."""
+    return _source_archive(out_dir / "sourcedir.tar.gz", ("skiff", "training"), TRAINING_REQUIREMENTS)
+
+
+def build_gpu_serving_source(out_dir: Path) -> Path:
+    """The GPU endpoint's source: skiff/, serve.py (the toolkit's entry) and onnxruntime-gpu."""
+    return _source_archive(
+        out_dir / "serving-sourcedir.tar.gz", ("skiff",), GPU_SERVING_REQUIREMENTS, {"serve.py": SERVING_ENTRY_SOURCE}
+    )
+
+
+def _source_archive(
+    archive: Path, packages: Sequence[str], requirements: Sequence[str], extra: dict[str, bytes] | None = None
+) -> Path:
+    import gzip
+    import io
+    import tarfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    members: list[tuple[str, bytes]] = [("requirements.txt", ("\n".join(requirements) + "\n").encode())]
+    members += sorted((extra or {}).items())
+    for package in packages:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            members.append((str(path.relative_to(ROOT)), path.read_bytes()))
+    # gzip stamps its own mtime unless told: 0 keeps the archive (and its deploy hash) reproducible.
+    with (
+        open(archive, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w") as tar,
+    ):
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: stable hash
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def build_all(out_dir: Path, architecture: str, functions: Sequence[str] = FUNCTIONS) -> BundleReport:
+    """Build the layer and every function for ``architecture``; raise if above a limit."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = BundleReport(architecture, build_layer(out_dir, architecture))
+    for name in functions:
+        report.functions[name] = build_function(out_dir, name)
+    (out_dir / f"report-{architecture}.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    report.check_limits()
+    return report

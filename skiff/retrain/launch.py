@@ -1,0 +1,329 @@
+"""Launching SageMaker training jobs for dataset versions, one at a time.
+
+The SageMaker SDK is too heavy for a Lambda, so the request is built here and sent with
+boto3's ``create_training_job``. The job name derives from the dataset version, so a
+duplicate event finds the job already exists and treats that as success.
+
+At most one job runs. A state item in the registry table records the running job and the
+newest dataset version waiting behind it; versions are cumulative, so when the running job
+ends only the newest waiting version needs training — nothing is lost and nothing piles up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from skiff import dynamo
+from skiff import settings as env
+from skiff.aws import client
+from skiff.errors import ConfigError, ConflictError
+from skiff.model.artifact import code_version
+from skiff.model.hyperparameters import Hyperparameters
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT = "training/train.py"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class TrainingJobSettings:
+    """Everything a training job request needs; from the stack's outputs via the environment."""
+
+    job_prefix: str
+    role_arn: str
+    image_uri: str
+    source_uri: str  # s3://…/sourcedir.tar.gz holding skiff/ and training/
+    artifacts_bucket: str
+    instance_type: str = "ml.g5.xlarge"
+    instance_count: int = 1
+    volume_gb: int = 30
+    use_spot: bool = True
+    max_runtime_seconds: int = 3600
+    max_wait_seconds: int = 7200
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    base_model_uri: str | None = None  # s3:// prefix of a Hugging Face model dir (transformer family)
+
+    def __post_init__(self) -> None:
+        if not self.job_prefix or len(self.job_prefix) > 40:
+            raise ConfigError(f"job_prefix should be 1-40 characters (got: {self.job_prefix!r})")
+        if not self.source_uri.startswith("s3://"):
+            raise ConfigError(f"source_uri should be an s3:// URI (got: {self.source_uri!r})")
+        if self.use_spot and self.max_wait_seconds < self.max_runtime_seconds:
+            raise ConfigError(
+                f"max_wait_seconds should be >= max_runtime_seconds with spot "
+                f"(got: {self.max_wait_seconds} < {self.max_runtime_seconds})"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingJobSettings:
+        e = os.environ if environ is None else environ
+        raw_hp = e.get("SKIFF_HYPERPARAMETERS", "").strip()
+        try:
+            hp_values = json.loads(raw_hp) if raw_hp else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"expected SKIFF_HYPERPARAMETERS to be a JSON object (got: {raw_hp[:60]!r})") from exc
+        raw_tags = e.get("SKIFF_JOB_TAGS", "").strip()
+        return cls(
+            job_prefix=env.require("SKIFF_JOB_PREFIX", e),
+            role_arn=env.require("SKIFF_SAGEMAKER_ROLE_ARN", e),
+            image_uri=env.require("SKIFF_TRAINING_IMAGE_URI", e),
+            source_uri=env.require("SKIFF_TRAINING_SOURCE_URI", e),
+            artifacts_bucket=env.require("SKIFF_ARTIFACTS_BUCKET", e),
+            instance_type=e.get("SKIFF_TRAINING_INSTANCE_TYPE") or "ml.g5.xlarge",
+            instance_count=env.integer("SKIFF_TRAINING_INSTANCE_COUNT", 1, e, minimum=1),
+            volume_gb=env.integer("SKIFF_TRAINING_VOLUME_GB", 30, e, minimum=1),
+            use_spot=(e.get("SKIFF_TRAINING_USE_SPOT") or "true").lower() in ("1", "true", "yes"),
+            max_runtime_seconds=env.integer("SKIFF_TRAINING_MAX_RUNTIME_SECONDS", 3600, e, minimum=60),
+            max_wait_seconds=env.integer("SKIFF_TRAINING_MAX_WAIT_SECONDS", 7200, e, minimum=60),
+            hyperparameters=Hyperparameters.from_strings({k: str(v) for k, v in hp_values.items()}),
+            tags=json.loads(raw_tags) if raw_tags else {},
+            base_model_uri=e.get("SKIFF_BASE_MODEL_URI") or None,
+        )
+
+    def job_name(self, dataset_version: str) -> str:
+        return f"{self.job_prefix}-{dataset_version}"
+
+    def dataset_version_of(self, job_name: str) -> str | None:
+        """The dataset version a job of this stack trains, or None for someone else's job."""
+        prefix = f"{self.job_prefix}-"
+        return job_name[len(prefix) :] if job_name.startswith(prefix) else None
+
+
+def sagemaker_hyperparameters(
+    hp: Hyperparameters, entry_point: str, source_uri: str, region: str, distributed: bool = False
+) -> dict[str, str]:
+    """Hyperparameters as the SageMaker SDK writes them: JSON-encoded values, plus script mode's keys."""
+    values: dict[str, Any] = {
+        **hp.to_dict(),
+        "sagemaker_program": entry_point,
+        "sagemaker_submit_directory": source_uri,
+        "sagemaker_region": region,
+    }
+    if distributed:
+        values["sagemaker_torch_distributed_enabled"] = True  # the toolkit then launches with torchrun
+    return {name: json.dumps(value) for name, value in values.items()}
+
+
+def decode_sagemaker_hyperparameters(encoded: Mapping[str, str]) -> dict[str, str]:
+    """What the training toolkit hands the entry point: JSON-decoded, ``sagemaker_*`` removed."""
+    decoded: dict[str, str] = {}
+    for name, raw in encoded.items():
+        if name.startswith("sagemaker_"):
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        decoded[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return decoded
+
+
+def training_job_request(
+    settings: TrainingJobSettings, dataset_version: str, channel_manifest_uri: str, region: str
+) -> dict[str, Any]:
+    name = settings.job_name(dataset_version)
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.max_runtime_seconds}
+    if settings.use_spot:
+        stopping["MaxWaitTimeInSeconds"] = settings.max_wait_seconds
+    tags = {"skiff:stack": settings.job_prefix, "skiff:dataset-version": dataset_version, **settings.tags}
+    return {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": settings.image_uri, "TrainingInputMode": "File"},
+        "RoleArn": settings.role_arn,
+        "HyperParameters": sagemaker_hyperparameters(
+            settings.hyperparameters,
+            ENTRY_POINT,
+            settings.source_uri,
+            region,
+            # torchrun on every instance (SageMaker's torch_distributed) for the encoder family
+            distributed=settings.hyperparameters.model_family == "transformer",
+        ),
+        "InputDataConfig": [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "ManifestFile",
+                        "S3Uri": channel_manifest_uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "ContentType": "text/csv",
+                "InputMode": "File",
+            },
+            *(
+                [
+                    {
+                        "ChannelName": "base_model",  # train.py reads SM_CHANNEL_BASE_MODEL
+                        "DataSource": {
+                            "S3DataSource": {
+                                "S3DataType": "S3Prefix",
+                                "S3Uri": settings.base_model_uri,
+                                "S3DataDistributionType": "FullyReplicated",
+                            }
+                        },
+                        "InputMode": "File",
+                    }
+                ]
+                if settings.base_model_uri and settings.hyperparameters.model_family == "transformer"
+                else []
+            ),
+        ],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{settings.artifacts_bucket}/jobs/"},
+        "ResourceConfig": {
+            "InstanceType": settings.instance_type,
+            "InstanceCount": settings.instance_count,
+            "VolumeSizeInGB": settings.volume_gb,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": settings.use_spot,
+        "CheckpointConfig": {
+            "S3Uri": f"s3://{settings.artifacts_bucket}/checkpoints/{name}/",
+            "LocalPath": CHECKPOINT_LOCAL_PATH,
+        },
+        "Environment": {"SKIFF_CODE_VERSION": code_version()},
+        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+    }
+
+
+@dataclass(frozen=True)
+class ScheduleOutcome:
+    status: str  # "started", "queued", "already-started"
+    dataset_version: str
+    job_name: str | None = None
+
+
+class TrainingScheduler:
+    """One job at a time; the newest waiting dataset version starts when the running one ends."""
+
+    def __init__(self, table: str, settings: TrainingJobSettings, sagemaker: Any = None, dynamodb: Any = None) -> None:
+        self.table, self.settings = table, settings
+        self._sagemaker, self._dynamodb = sagemaker, dynamodb
+
+    @property
+    def sagemaker(self) -> Any:
+        if self._sagemaker is None:
+            self._sagemaker = client("sagemaker")
+        return self._sagemaker
+
+    @property
+    def dynamodb(self) -> Any:
+        if self._dynamodb is None:
+            self._dynamodb = client("dynamodb")
+        return self._dynamodb
+
+    def state(self) -> dict[str, Any]:
+        return dynamo.get(self.dynamodb, self.table, "TRAINING", "STATE") or {}
+
+    def schedule(self, dataset_version: str, revision: int, channel_manifest_uri: str) -> ScheduleOutcome:
+        """Start training ``dataset_version`` now, or queue it behind the running job. Idempotent."""
+        for attempt in range(MAX_ATTEMPTS):
+            state = self.state()
+            if revision <= state.get("last_started_revision", 0):
+                return ScheduleOutcome("already-started", dataset_version)
+            try:
+                if state.get("running_job"):
+                    if revision <= state.get("pending_revision", 0):
+                        return ScheduleOutcome("queued", dataset_version)
+                    self._update(
+                        "SET pending_version = :v, pending_revision = :r, pending_channel = :c",
+                        "running_job = :job AND (attribute_not_exists(pending_revision) OR pending_revision < :r)",
+                        v=dataset_version,
+                        r=revision,
+                        c=channel_manifest_uri,
+                        job=state["running_job"],
+                    )
+                    log.info("dataset %s waits for %s", dataset_version, state["running_job"])
+                    return ScheduleOutcome("queued", dataset_version)
+                job_name = self.settings.job_name(dataset_version)
+                self._update(
+                    "SET running_job = :job, running_version = :v, last_started_revision = :r",
+                    "attribute_not_exists(running_job) AND "
+                    "(attribute_not_exists(last_started_revision) OR last_started_revision < :r)",
+                    job=job_name,
+                    v=dataset_version,
+                    r=revision,
+                )
+            except ClientError as exc:
+                if not dynamo.cancelled(exc):
+                    raise
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+                continue
+            self._launch(job_name, dataset_version, channel_manifest_uri, state.get("last_started_revision", 0))
+            return ScheduleOutcome("started", dataset_version, job_name)
+        raise ConflictError(f"expected to schedule {dataset_version} within {MAX_ATTEMPTS} attempts (got: races)")
+
+    def _launch(self, job_name: str, dataset_version: str, channel_manifest_uri: str, previous_revision: int) -> None:
+        region = self.sagemaker.meta.region_name
+        request = training_job_request(self.settings, dataset_version, channel_manifest_uri, region)
+        try:
+            self.sagemaker.create_training_job(**request)
+            log.info("started training job %s", job_name)
+        except ClientError as exc:
+            code, message = exc.response["Error"]["Code"], exc.response["Error"].get("Message", "")
+            if code == "ResourceInUse" or "already exists" in message:
+                log.info("training job %s already exists: a duplicate event; nothing to do", job_name)
+                return
+            # Could not start: free the slot so the next event (or a retry) can try again.
+            self._update(
+                "REMOVE running_job, running_version SET last_started_revision = last_started_revision - :one",
+                "running_job = :job",
+                job=job_name,
+                one=1,
+            )
+            raise
+
+    def finish(self, job_name: str) -> ScheduleOutcome | None:
+        """The running job ended: free the slot and start the newest waiting version, if any."""
+        try:
+            response = self.dynamodb.update_item(
+                TableName=self.table,
+                Key=dynamo.to_item({"pk": "TRAINING", "sk": "STATE"}),
+                UpdateExpression=(
+                    "REMOVE running_job, running_version, pending_version, pending_revision, pending_channel"
+                ),
+                ConditionExpression="running_job = :job",
+                ExpressionAttributeValues=dynamo.values(job=job_name),
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            if dynamo.cancelled(exc):
+                return None  # not the running job (a duplicate or a late event): nothing to free
+            raise
+        old = dynamo.from_item(response.get("Attributes", {}))
+        if old.get("pending_version"):
+            return self.schedule(old["pending_version"], old["pending_revision"], old["pending_channel"])
+        return None
+
+    def _update(self, expression: str, condition: str, **named: Any) -> None:
+        self.dynamodb.update_item(
+            TableName=self.table,
+            Key=dynamo.to_item({"pk": "TRAINING", "sk": "STATE"}),
+            UpdateExpression=expression,
+            ConditionExpression=condition,
+            ExpressionAttributeValues=dynamo.values(**named),
+        )
+
+
+def training_event_pattern(prefix: str) -> dict[str, Any]:
+    """The EventBridge pattern for the final states of this stack's jobs (infra and local stack)."""
+    return {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Training Job State Change"],
+        "detail": {
+            "TrainingJobName": [{"prefix": f"{prefix}-"}],
+            "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+        },
+    }

@@ -1,0 +1,49 @@
+"""The GPU endpoint's handler functions, as the SageMaker inference toolkit calls them.
+
+SageMaker unpacks the version's model.tar.gz into ``model_dir`` and imports ``serve.py``
+(which re-exports these). The model is the same verified int8 artifact the Lambda serves,
+run by onnxruntime on the GPU when CUDA is there; the request and answer match POST /predict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from skiff.errors import RequestError
+from skiff.model.artifact import load_artifact
+from skiff.model.predictor import Predictor
+
+
+def model_fn(model_dir: str) -> Predictor:
+    import onnxruntime as ort
+
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return Predictor(load_artifact(model_dir), providers=providers)
+
+
+def input_fn(body: bytes | str, content_type: str) -> list[str]:
+    if content_type.split(";")[0].strip() != "application/json":
+        raise RequestError(f"expected content-type application/json (got: {content_type})")
+    request = json.loads(body)
+    if isinstance(request, dict) and isinstance(request.get("text"), str):
+        return [request["text"]]
+    if (
+        isinstance(request, dict)
+        and isinstance(request.get("texts"), list)
+        and all(isinstance(t, str) for t in request["texts"])
+    ):
+        return request["texts"]
+    raise RequestError('expected {"text": "..."} or {"texts": ["...", ...]} (got: another shape)')
+
+
+def predict_fn(texts: list[str], predictor: Predictor) -> dict[str, Any]:
+    return {
+        "model_version": os.environ.get("SKIFF_MODEL_VERSION", "unknown"),
+        "predictions": [{"label": p.label, "scores": p.scores} for p in predictor.predict(texts)],
+    }
+
+
+def output_fn(answer: dict[str, Any], accept: str) -> tuple[str, str]:
+    return json.dumps(answer), "application/json"

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skiff.cli.main import main
+
+
+def test_predict_never_imports_torch(small_artifact: Path) -> None:
+    code = (
+        "import sys; from skiff.cli.main import main;"
+        f"rc = main(['predict', '--json', '--model', {str(small_artifact)!r}, 'my parcel has not arrived']);"
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    (answer,) = json.loads(run.stdout)
+    assert answer["label"] == "delivery"
+    assert set(answer["scores"]) == {"account", "billing", "delivery", "technical"}
+    assert sum(answer["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_predict_refuses_a_tampered_artifact(
+    small_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    model = Path(shutil.copytree(small_artifact, tmp_path / "model"))
+    (model / "labels.json").write_text('["a", "b", "c", "d"]')
+    assert main(["predict", "--model", str(model), "hello"]) == 2
+    assert "labels.json with sha256" in capsys.readouterr().err
+
+
+def test_train_writes_the_artifact_and_prints_metrics(
+    demo_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            str(demo_csv),
+            "--out",
+            str(tmp_path / "m"),
+            "--json",
+            "--hp",
+            "epochs=2",
+            "--hp",
+            "buckets=2048",
+            "--hp",
+            "char_ngrams=none",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["training"]["epochs"] == 2
+    assert (tmp_path / "m" / "manifest.json").is_file()
+
+
+def test_train_reports_a_bad_file_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,a\n,b\n")
+    assert main(["train", str(bad), "--out", str(tmp_path / "m"), "--json"]) == 2
+    assert "bad.csv: line 3: empty text" in capsys.readouterr().err
+
+
+def test_bad_hyperparameter_syntax_is_explained(
+    demo_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(demo_csv), "--out", str(tmp_path), "--hp", "epochs"]) == 2
+    assert "expected --hp name=value (got: 'epochs')" in capsys.readouterr().err

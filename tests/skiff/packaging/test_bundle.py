@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from skiff.errors import ConfigError
+from skiff.packaging.bundle import (
+    DIRECT_UPLOAD_LIMIT,
+    BundleReport,
+    BundleTooLargeError,
+    PackageSize,
+    build_all,
+    build_function,
+    prune,
+)
+
+
+def test_function_zip_holds_its_handler_and_skiff_but_not_cli_or_local(tmp_path: Path) -> None:
+    package = build_function(tmp_path, "inference")
+    names = zipfile.ZipFile(package.path).namelist()
+    assert "functions/inference/handler.py" in names and "skiff/serve/inference.py" in names
+    assert not any(n.startswith(("skiff/local/", "functions/registry_api/")) or n == "skiff/cli/main.py" for n in names)
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_function_zip_is_reproducible(tmp_path: Path) -> None:
+    first = Path(build_function(tmp_path / "a", "registry_api").path).read_bytes()
+    second = Path(build_function(tmp_path / "b", "registry_api").path).read_bytes()
+    assert first == second
+
+
+def test_unknown_function_is_named(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"function should be one of \[.*'registry_api'.*\] \(got: 'x'\)",
+    ):
+        build_function(tmp_path, "x")
+
+
+def test_prune_drops_tests_and_caches(tmp_path: Path) -> None:
+    for relative in ("pkg/tests/test_a.py", "pkg/__pycache__/a.pyc", "pkg/core.py", "pkg/core.pyi"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("x")
+    prune(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["pkg", "pkg/core.py"]
+
+
+def test_limits_are_enforced_with_sizes_named() -> None:
+    small = PackageSize("function-inference.zip", 1000, 500)
+    report = BundleReport(
+        "arm64", PackageSize("layer-arm64.zip", 260 * 1024 * 1024, DIRECT_UPLOAD_LIMIT + 1), {"inference": small}
+    )
+    with pytest.raises(BundleTooLargeError, match=r"inference \+ layer unzipped: expected <= 262144000 bytes"):
+        report.check_limits()
+    with pytest.raises(BundleTooLargeError, match=r"layer-arm64\.zip zipped: expected <= 52428800 bytes"):
+        report.check_limits()
+
+
+def _python312() -> str | None:
+    candidates = [*sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12")), shutil.which("python3.12")]
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.slow
+def test_built_x86_64_bundle_serves_on_lambdas_python(tmp_path: Path, small_artifact: Path) -> None:
+    """Build for real (pip, target platform), unpack like Lambda does, predict on Python 3.12."""
+    python312 = _python312()
+    if python312 is None:
+        pytest.skip("no working python3.12 (the Lambda runtime's version) on this machine")
+    report = build_all(tmp_path / "out", "x86_64", functions=("inference",))
+    task, opt = tmp_path / "var-task", tmp_path / "opt"
+    zipfile.ZipFile(report.functions["inference"].path).extractall(task)
+    zipfile.ZipFile(report.layer.path).extractall(opt)
+    runtime = tmp_path / "runtime"  # what the Lambda runtime itself provides: boto3
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--target",
+            str(runtime),
+            "--python-version",
+            "3.12",
+            "--only-binary=:all:",
+            "boto3",
+        ],
+        check=True,
+    )
+    code = (
+        "import sys; sys.path[:0] = sys.argv[1:4];"
+        "import functions.inference.handler; import tokenizers;"
+        "from skiff.model.predictor import Predictor;"
+        f"print(Predictor.from_directory({str(small_artifact)!r}).predict(['my parcel is late'])[0].label);"
+        "assert 'torch' not in sys.modules"
+    )
+    run = subprocess.run(
+        [python312, "-S", "-c", code, str(task), str(opt / "python"), str(runtime)],
+        capture_output=True,
+        text=True,
+        env={"POWERTOOLS_METRICS_NAMESPACE": "Skiff", "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "delivery"
+    assert report.layer.unzipped_bytes + report.functions["inference"].unzipped_bytes <= 150 * 1024 * 1024
