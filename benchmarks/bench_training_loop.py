@@ -7,9 +7,10 @@
 For each family, trains on sms-spam train.csv (test.csv as the test channel) with the default
 hyperparameters twice: with training/train.py of git revision REF (checked out into a
 temporary worktree; default: the last commit with two loops) and with this checkout's. Both
-runs get the same CPU threads. Reports samples/s, training seconds, int8 accuracy, and the
-padding share of the batches (padded positions / all positions of the [rows, longest] blocks):
-the old loop's plain shuffled batches vs this loop's length buckets.
+runs get the same CPU threads; this checkout's loop runs twice, with length buckets (the
+default) and without. Reports samples/s, training seconds, int8 accuracy, and the padding
+share of the batches (padded positions / all positions of the [rows, longest] blocks): the old
+loop's plain shuffled batches vs this loop's. Run it on an otherwise idle machine.
 
 On a CUDA device it also trains this checkout's transformer with mixed precision off and on
 and prints the share of the device's peak the loop reaches (≈ 6 × parameters FLOPs per token
@@ -146,12 +147,21 @@ def main() -> None:
                 old_script = before_tree / "training" / "train.py"
                 before = summary(train(old_script, work / f"{family}-before", family, threads))
                 before["padding_share"] = round(plain_batch_padding(family), 4)
-                after = summary(train(ROOT / "training" / "train.py", work / f"{family}-after", family, threads))
+                script = ROOT / "training" / "train.py"
+                after = summary(train(script, work / f"{family}-after", family, threads))
+                plain = summary(train(script, work / f"{family}-plain", family, threads, length_bucketing="false"))
                 result[family] = {
                     "before": before,
                     "after": after,
+                    "after_without_length_buckets": plain,
                     "speedup": round(after["samples_per_second"] / before["samples_per_second"], 2),
+                    "speedup_without_length_buckets": round(
+                        plain["samples_per_second"] / before["samples_per_second"], 2
+                    ),
                     "accuracy_delta_points": round(100 * (after["int8_accuracy"] - before["int8_accuracy"]), 2),
+                    "accuracy_delta_points_without_length_buckets": round(
+                        100 * (plain["int8_accuracy"] - before["int8_accuracy"]), 2
+                    ),
                 }
                 print(json.dumps({family: result[family]}, indent=2), flush=True)
             if torch.cuda.is_available():

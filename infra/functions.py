@@ -28,6 +28,46 @@ class FunctionArgs:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FunctionPlatform:
+    """What every Lambda function of a stack shares: its prefix, code packages, layer,
+    architecture and log retention, and the registry table and key most of them use."""
+
+    prefix: str
+    layer_arn: pulumi.Input[str]
+    architecture: str
+    code_paths: Mapping[str, str]
+    log_retention_days: int
+    table: aws.dynamodb.Table
+    key: aws.kms.Key
+
+    def function(
+        self,
+        component: str,
+        short_name: str,
+        environment: Mapping[str, pulumi.Input[str]],
+        statements: Sequence[dict[str, Any]],
+        opts: pulumi.ResourceOptions,
+        **extra: Any,
+    ) -> SkiffFunction:
+        """``short_name``'s function, as a child of ``component``."""
+        return SkiffFunction(
+            f"{component}-{short_name.replace('_', '-')}",
+            FunctionArgs(
+                prefix=self.prefix,
+                short_name=short_name,
+                code_path=self.code_paths[short_name],
+                layer_arn=self.layer_arn,
+                architecture=self.architecture,
+                environment=environment,
+                statements=statements,
+                log_retention_days=self.log_retention_days,
+                **extra,
+            ),
+            opts=opts,
+        )
+
+
 @dataclass
 class ProductionFollowers:
     """What a function that changes production adds to its environment and policy (the GPU endpoint)."""
@@ -79,3 +119,17 @@ class SkiffFunction(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]),
         )
         self.register_outputs({"function_name": self.function.name, "function_arn": self.function.arn})
+
+    def invoked_by(
+        self, name: str, rule: aws.cloudwatch.EventRule, opts: pulumi.ResourceOptions, **target: Any
+    ) -> None:
+        """Deliver ``rule``'s events to this function; EventBridge may invoke it for that rule only."""
+        aws.cloudwatch.EventTarget(f"{name}-target", rule=rule.name, arn=self.function.arn, opts=opts, **target)
+        aws.lambda_.Permission(
+            f"{name}-invoke",
+            action="lambda:InvokeFunction",
+            function=self.function.name,
+            principal="events.amazonaws.com",
+            source_arn=rule.arn,
+            opts=opts,
+        )

@@ -14,8 +14,8 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.functions import ProductionFollowers
-from infra.policies import assume_role, document, statement
-from infra.retraining import ecr_repository_arn, objects
+from infra.policies import objects, sagemaker_container_statements, service_role, statement
+from infra.storage import source_object
 
 
 @dataclass(frozen=True)
@@ -35,42 +35,28 @@ class GpuEndpoint(pulumi.ComponentResource):
         super().__init__("skiff:index:GpuEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         endpoint_name = f"{args.prefix}-gpu"
-        self.source = aws.s3.BucketObjectv2(
+        self.source = source_object(
             f"{name}-serving-source",
-            bucket=args.artifacts_bucket.id,
-            key="source/serving-sourcedir.tar.gz",
-            source=pulumi.FileAsset(args.serving_source_path),
-            opts=child,
+            args.artifacts_bucket,
+            "source/serving-sourcedir.tar.gz",
+            args.serving_source_path,
+            child,
         )
-        self.role = aws.iam.Role(f"{name}-role", assume_role_policy=assume_role("sagemaker.amazonaws.com"), opts=child)
-        aws.iam.RolePolicy(
-            f"{name}-policy",
-            role=self.role.id,
-            policy=document(
-                [
-                    statement(["s3:GetObject"], objects(args.artifacts_bucket, "jobs/", "source/")),
-                    statement(["kms:Decrypt"], [args.key.arn]),
-                    statement(
-                        ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                        [
-                            f"arn:aws:logs:{args.region}:{args.account_id}:log-group:/aws/sagemaker/Endpoints/{endpoint_name}:*"
-                        ],
-                    ),
-                    statement(
-                        ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                        [ecr_repository_arn(args.image_uri)],
-                    ),
-                    # AWS requires "*" here: GetAuthorizationToken has no resource-level permissions.
-                    statement(["ecr:GetAuthorizationToken"], ["*"]),
-                    # AWS requires "*" for PutMetricData; the condition pins it to SageMaker's namespace.
-                    statement(
-                        ["cloudwatch:PutMetricData"],
-                        ["*"],
-                        Condition={"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/Endpoints"}},
-                    ),
-                ]
-            ),
-            opts=child,
+        self.role = service_role(
+            name,
+            "sagemaker.amazonaws.com",
+            [
+                statement(["s3:GetObject"], objects(args.artifacts_bucket, "jobs/", "source/")),
+                statement(["kms:Decrypt"], [args.key.arn]),
+                *sagemaker_container_statements(
+                    args.region,
+                    args.account_id,
+                    args.image_uri,
+                    f"/aws/sagemaker/Endpoints/{endpoint_name}",
+                    "/aws/sagemaker/Endpoints",
+                ),
+            ],
+            child,
         )
         arn = f"arn:aws:sagemaker:{args.region}:{args.account_id}"
         self.followers = ProductionFollowers(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import FunctionArgs, ProductionFollowers, SkiffFunction
-from infra.policies import statement
+from infra.functions import FunctionPlatform, ProductionFollowers
+from infra.policies import REGISTRY_READ_WRITE, statement
 from infra.settings import StackSettings
 
 
@@ -19,10 +20,7 @@ class MonitoringArgs:
     api: aws.apigatewayv2.Api
     inference_function: aws.lambda_.Function
     queues: dict[str, aws.sqs.Queue]  # dead-letter queues to watch, by short name
-    table: aws.dynamodb.Table
-    key: aws.kms.Key
-    layer_arn: pulumi.Input[str]
-    code_paths: dict[str, str]
+    platform: FunctionPlatform
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
 
 
@@ -31,39 +29,36 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("skiff:index:Monitoring", name, None, opts)
         s = args.settings
         child = pulumi.ResourceOptions(parent=self)
+
+        def alarm(short: str, **settings: Any) -> aws.cloudwatch.MetricAlarm:
+            """An alarm named after the stack; no data (an idle stack) is not a breach."""
+            return aws.cloudwatch.MetricAlarm(
+                f"{name}-{short}", name=f"{s.prefix}-{short}", treat_missing_data="notBreaching", opts=child, **settings
+            )
+
         self.serving_alarms = [
-            aws.cloudwatch.MetricAlarm(
-                f"{name}-inference-5xx-rate",
-                name=f"{s.prefix}-inference-5xx-rate",
+            alarm(
+                "inference-5xx-rate",
                 alarm_description="Share of API requests answered 5xx",
                 comparison_operator="GreaterThanThreshold",
                 threshold=s.alarm_5xx_rate,
                 evaluation_periods=3,
                 datapoints_to_alarm=2,
-                treat_missing_data="notBreaching",
                 metric_queries=[
-                    aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                        id="errors",
-                        return_data=False,
-                        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
-                            namespace="AWS/ApiGateway",
-                            metric_name="5xx",
-                            period=60,
-                            stat="Sum",
-                            dimensions={"ApiId": args.api.id, "Stage": "$default"},
-                        ),
-                    ),
-                    aws.cloudwatch.MetricAlarmMetricQueryArgs(
-                        id="requests",
-                        return_data=False,
-                        metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
-                            namespace="AWS/ApiGateway",
-                            metric_name="Count",
-                            period=60,
-                            stat="Sum",
-                            dimensions={"ApiId": args.api.id, "Stage": "$default"},
-                        ),
-                    ),
+                    *[
+                        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                            id=query_id,
+                            return_data=False,
+                            metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                                namespace="AWS/ApiGateway",
+                                metric_name=metric_name,
+                                period=60,
+                                stat="Sum",
+                                dimensions={"ApiId": args.api.id, "Stage": "$default"},
+                            ),
+                        )
+                        for query_id, metric_name in (("errors", "5xx"), ("requests", "Count"))
+                    ],
                     aws.cloudwatch.MetricAlarmMetricQueryArgs(
                         id="rate",
                         expression="IF(requests > 0, errors / requests, 0)",
@@ -71,11 +66,9 @@ class Monitoring(pulumi.ComponentResource):
                         return_data=True,
                     ),
                 ],
-                opts=child,
             ),
-            aws.cloudwatch.MetricAlarm(
-                f"{name}-inference-p99-latency",
-                name=f"{s.prefix}-inference-p99-latency",
+            alarm(
+                "inference-p99-latency",
                 alarm_description="p99 duration of the inference function (ms)",
                 namespace="AWS/Lambda",
                 metric_name="Duration",
@@ -86,14 +79,11 @@ class Monitoring(pulumi.ComponentResource):
                 threshold=s.alarm_p99_latency_ms,
                 evaluation_periods=3,
                 datapoints_to_alarm=2,
-                treat_missing_data="notBreaching",
-                opts=child,
             ),
         ]
         self.other_alarms = [
-            aws.cloudwatch.MetricAlarm(
-                f"{name}-inference-throttles",
-                name=f"{s.prefix}-inference-throttles",
+            alarm(
+                "inference-throttles",
                 namespace="AWS/Lambda",
                 metric_name="Throttles",
                 statistic="Sum",
@@ -102,12 +92,9 @@ class Monitoring(pulumi.ComponentResource):
                 comparison_operator="GreaterThanThreshold",
                 threshold=0,
                 evaluation_periods=1,
-                treat_missing_data="notBreaching",
-                opts=child,
             ),
-            aws.cloudwatch.MetricAlarm(
-                f"{name}-training-failures",
-                name=f"{s.prefix}-training-failures",
+            alarm(
+                "training-failures",
                 alarm_description="A training job failed (EMF metric from the completion handler)",
                 namespace="Skiff",
                 metric_name="TrainingOutcome_failed",
@@ -117,13 +104,10 @@ class Monitoring(pulumi.ComponentResource):
                 comparison_operator="GreaterThanOrEqualToThreshold",
                 threshold=1,
                 evaluation_periods=1,
-                treat_missing_data="notBreaching",
-                opts=child,
             ),
             *[
-                aws.cloudwatch.MetricAlarm(
-                    f"{name}-{short}-dlq-depth",
-                    name=f"{s.prefix}-{short}-dlq-depth",
+                alarm(
+                    f"{short}-dlq-depth",
                     alarm_description=f"Messages waiting in the {short} dead-letter queue",
                     namespace="AWS/SQS",
                     metric_name="ApproximateNumberOfMessagesVisible",
@@ -133,43 +117,25 @@ class Monitoring(pulumi.ComponentResource):
                     comparison_operator="GreaterThanThreshold",
                     threshold=0,
                     evaluation_periods=1,
-                    treat_missing_data="notBreaching",
-                    opts=child,
                 )
                 for short, queue in args.queues.items()
             ],
         ]
 
-        self.rollback = SkiffFunction(
-            f"{name}-alarm-rollback",
-            FunctionArgs(
-                prefix=s.prefix,
-                short_name="alarm_rollback",
-                code_path=args.code_paths["alarm_rollback"],
-                layer_arn=args.layer_arn,
-                architecture=s.lambda_architecture,
-                environment={
-                    "SKIFF_REGISTRY_TABLE": args.table.name,
-                    "SKIFF_AUTO_ROLLBACK_WINDOW_SECONDS": str(s.auto_rollback_window_seconds),
-                    **args.followers.environment,
-                },
-                statements=[
-                    statement(
-                        [
-                            "dynamodb:GetItem",
-                            "dynamodb:Query",
-                            "dynamodb:PutItem",
-                            "dynamodb:UpdateItem",
-                            "dynamodb:ConditionCheckItem",
-                        ],
-                        [args.table.arn],
-                    ),
-                    statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.key.arn]),
-                    *args.followers.statements,
-                ],
-                log_retention_days=s.log_retention_days,
-            ),
-            opts=child,
+        self.rollback = args.platform.function(
+            name,
+            "alarm_rollback",
+            {
+                "SKIFF_REGISTRY_TABLE": args.platform.table.name,
+                "SKIFF_AUTO_ROLLBACK_WINDOW_SECONDS": str(s.auto_rollback_window_seconds),
+                **args.followers.environment,
+            },
+            [
+                statement(list(REGISTRY_READ_WRITE), [args.platform.table.arn]),
+                statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.platform.key.arn]),
+                *args.followers.statements,
+            ],
+            child,
         )
         self.rollback_rule = aws.cloudwatch.EventRule(
             f"{name}-serving-alarm",
@@ -179,17 +145,7 @@ class Monitoring(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        aws.cloudwatch.EventTarget(
-            f"{name}-serving-alarm-target", rule=self.rollback_rule.name, arn=self.rollback.function.arn, opts=child
-        )
-        aws.lambda_.Permission(
-            f"{name}-alarm-rollback-invoke",
-            action="lambda:InvokeFunction",
-            function=self.rollback.function.name,
-            principal="events.amazonaws.com",
-            source_arn=self.rollback_rule.arn,
-            opts=child,
-        )
+        self.rollback.invoked_by(f"{name}-serving-alarm", self.rollback_rule, child)
         self.register_outputs({"rollback_rule_arn": self.rollback_rule.arn})
 
 

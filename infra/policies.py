@@ -25,3 +25,71 @@ def assume_role(service: str) -> str:
             "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
         }
     )
+
+
+REGISTRY_READ_WRITE = (
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:ConditionCheckItem",
+)
+"""What a function that registers versions or moves production does to the registry table."""
+
+
+def service_may_send(queue_arn: Any, service: str, source_arn: Any) -> dict[str, Any]:
+    """An SQS queue-policy statement: ``service`` may send, on behalf of ``source_arn`` only."""
+    return statement(
+        ["sqs:SendMessage"],
+        [queue_arn],
+        Principal={"Service": service},
+        Condition={"ArnEquals": {"aws:SourceArn": source_arn}},
+    )
+
+
+def sagemaker_container_statements(
+    region: str, account_id: str, image_uri: str, log_group: str, metric_namespace: str
+) -> list[dict[str, Any]]:
+    """What a SageMaker job or endpoint container needs: its logs, its image, its metrics."""
+    return [
+        statement(
+            ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            [f"arn:aws:logs:{region}:{account_id}:log-group:{log_group}:*"],
+        ),
+        statement(
+            ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+            [ecr_repository_arn(image_uri)],
+        ),
+        # AWS requires "*" here: GetAuthorizationToken has no resource-level permissions.
+        statement(["ecr:GetAuthorizationToken"], ["*"]),
+        # AWS requires "*" for PutMetricData; the condition pins it to SageMaker's namespace.
+        statement(
+            ["cloudwatch:PutMetricData"],
+            ["*"],
+            Condition={"StringEquals": {"cloudwatch:namespace": metric_namespace}},
+        ),
+    ]
+
+
+def ecr_repository_arn(image_uri: str) -> str:
+    """``<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`` -> the repository's ARN."""
+    host, _, path = image_uri.partition("/")
+    account, _, rest = host.partition(".dkr.ecr.")
+    region = rest.split(".")[0]
+    return f"arn:aws:ecr:{region}:{account}:repository/{path.split(':')[0].split('@')[0]}"
+
+
+def service_role(
+    name: str, service: str, statements: Sequence[dict[str, Any]], opts: pulumi.ResourceOptions
+) -> Any:
+    """An IAM role that only ``service`` may assume, with one inline policy of ``statements``."""
+    import pulumi_aws as aws
+
+    role = aws.iam.Role(f"{name}-role", assume_role_policy=assume_role(service), opts=opts)
+    aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=document(statements), opts=opts)
+    return role
+
+
+def objects(bucket: Any, *prefixes: str) -> list[pulumi.Output[str]]:
+    """The ARNs of a bucket's objects under each prefix."""
+    return [pulumi.Output.concat(bucket.arn, "/", prefix, "*") for prefix in prefixes]

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import FunctionArgs, ProductionFollowers, SkiffFunction
-from infra.policies import statement
+from infra.functions import FunctionPlatform, ProductionFollowers
+from infra.policies import REGISTRY_READ_WRITE, statement
 from infra.settings import StackSettings
 
 ADMIN_ROUTES = (
@@ -24,11 +24,8 @@ PREDICT_ROUTE = "POST /predict"
 @dataclass(frozen=True)
 class ServingArgs:
     settings: StackSettings
+    platform: FunctionPlatform
     artifacts_bucket: aws.s3.Bucket
-    table: aws.dynamodb.Table
-    key: aws.kms.Key
-    layer_arn: pulumi.Input[str]
-    code_paths: dict[str, str]
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
 
 
@@ -37,32 +34,26 @@ class Serving(pulumi.ComponentResource):
         super().__init__("skiff:index:Serving", name, None, opts)
         s = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        kms = statement(["kms:Decrypt"], [args.key.arn])
-        read_table = statement(["dynamodb:GetItem", "dynamodb:Query"], [args.table.arn])
-        common = {"SKIFF_REGISTRY_TABLE": args.table.name, "SKIFF_ARTIFACTS_BUCKET": args.artifacts_bucket.bucket}
+        table, key = args.platform.table, args.platform.key
+        kms = statement(["kms:Decrypt"], [key.arn])
+        read_table = statement(["dynamodb:GetItem", "dynamodb:Query"], [table.arn])
+        common = {"SKIFF_REGISTRY_TABLE": table.name, "SKIFF_ARTIFACTS_BUCKET": args.artifacts_bucket.bucket}
         provisioned = s.provisioned_concurrency > 0
 
-        self.inference = SkiffFunction(
-            f"{name}-inference",
-            FunctionArgs(
-                prefix=s.prefix,
-                short_name="inference",
-                code_path=args.code_paths["inference"],
-                layer_arn=args.layer_arn,
-                architecture=s.lambda_architecture,
-                environment=common,
-                statements=[
-                    read_table,
-                    kms,
-                    statement(["s3:GetObject"], [pulumi.Output.concat(args.artifacts_bucket.arn, "/models/*")]),
-                ],
-                memory_mb=s.inference_memory_mb,
-                timeout_seconds=s.inference_timeout_seconds,
-                reserved_concurrency=s.reserved_concurrency,
-                log_retention_days=s.log_retention_days,
-                extra={"publish": True} if provisioned else {},
-            ),
-            opts=child,
+        self.inference = args.platform.function(
+            name,
+            "inference",
+            common,
+            [
+                read_table,
+                kms,
+                statement(["s3:GetObject"], [pulumi.Output.concat(args.artifacts_bucket.arn, "/models/*")]),
+            ],
+            child,
+            memory_mb=s.inference_memory_mb,
+            timeout_seconds=s.inference_timeout_seconds,
+            reserved_concurrency=s.reserved_concurrency,
+            extra={"publish": True} if provisioned else {},
         )
         inference_target: pulumi.Output[str] = self.inference.function.arn
         if provisioned:
@@ -82,33 +73,16 @@ class Serving(pulumi.ComponentResource):
             )
             inference_target = alias.arn
 
-        self.registry_api = SkiffFunction(
-            f"{name}-registry-api",
-            FunctionArgs(
-                prefix=s.prefix,
-                short_name="registry_api",
-                code_path=args.code_paths["registry_api"],
-                layer_arn=args.layer_arn,
-                architecture=s.lambda_architecture,
-                environment={**common, **args.followers.environment},
-                statements=[
-                    statement(
-                        [
-                            "dynamodb:GetItem",
-                            "dynamodb:Query",
-                            "dynamodb:PutItem",
-                            "dynamodb:UpdateItem",
-                            "dynamodb:DeleteItem",
-                            "dynamodb:ConditionCheckItem",
-                        ],
-                        [args.table.arn],
-                    ),
-                    statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.key.arn]),
-                    *args.followers.statements,
-                ],
-                log_retention_days=s.log_retention_days,
-            ),
-            opts=child,
+        self.registry_api = args.platform.function(
+            name,
+            "registry_api",
+            {**common, **args.followers.environment},
+            [
+                statement([*REGISTRY_READ_WRITE, "dynamodb:DeleteItem"], [table.arn]),
+                statement(["kms:Decrypt", "kms:GenerateDataKey"], [key.arn]),
+                *args.followers.statements,
+            ],
+            child,
         )
 
         self.api = aws.apigatewayv2.Api(f"{name}-api", name=f"{s.prefix}-api", protocol_type="HTTP", opts=child)

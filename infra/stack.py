@@ -8,7 +8,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import ProductionFollowers
+from infra.functions import FunctionPlatform, ProductionFollowers
 from infra.gpu_endpoint import GpuEndpoint, GpuEndpointArgs
 from infra.monitoring import Monitoring, MonitoringArgs
 from infra.registry_table import RegistryArgs, RegistryTable
@@ -64,6 +64,9 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             ),
         )
     followers = gpu.followers if gpu is not None else ProductionFollowers()
+    platform = FunctionPlatform(
+        s.prefix, layer.arn, s.lambda_architecture, code_paths, s.log_retention_days, registry.table, storage.key
+    )
     retraining = Retraining(
         "retraining",
         RetrainingArgs(
@@ -75,16 +78,13 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             data_bucket=storage.data_bucket,
             artifacts_bucket=storage.artifacts_bucket,
             upload_queue=storage.upload_queue,
-            table=registry.table,
-            key=storage.key,
-            layer_arn=layer.arn,
-            code_paths=code_paths,
+            platform=platform,
             followers=followers,
         ),
     )
     serving = Serving(
         "serving",
-        ServingArgs(s, storage.artifacts_bucket, registry.table, storage.key, layer.arn, code_paths, followers),
+        ServingArgs(s, platform, storage.artifacts_bucket, followers),
     )
     monitoring = Monitoring(
         "monitoring",
@@ -93,10 +93,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             api=serving.api,
             inference_function=serving.inference.function,
             queues={"upload": storage.upload_dlq, "training-events": retraining.events_dlq},
-            table=registry.table,
-            key=storage.key,
-            layer_arn=layer.arn,
-            code_paths=code_paths,
+            platform=platform,
             followers=followers,
         ),
     )

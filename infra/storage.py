@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from infra.policies import document, statement
+from infra.policies import document, service_may_send
 from skiff.data.versions import INCOMING, QUARANTINE, REJECTIONS
 
 
@@ -48,16 +49,7 @@ class Storage(pulumi.ComponentResource):
         queue_policy = aws.sqs.QueuePolicy(
             f"{name}-upload-policy",
             queue_url=self.upload_queue.id,
-            policy=document(
-                [
-                    statement(
-                        ["sqs:SendMessage"],
-                        [self.upload_queue.arn],
-                        Principal={"Service": "s3.amazonaws.com"},
-                        Condition={"ArnEquals": {"aws:SourceArn": self.data_bucket.arn}},
-                    )
-                ]
-            ),
+            policy=document([service_may_send(self.upload_queue.arn, "s3.amazonaws.com", self.data_bucket.arn)]),
             opts=child,
         )
         self.notification = aws.s3.BucketNotification(
@@ -158,3 +150,8 @@ class Storage(pulumi.ComponentResource):
             opts=child,
         )
         return bucket
+
+
+def source_object(name: str, bucket: aws.s3.Bucket, key: str, path: str, opts: pulumi.ResourceOptions) -> Any:
+    """A source bundle built on this machine, uploaded to ``bucket`` as ``key``."""
+    return aws.s3.BucketObjectv2(name, bucket=bucket.id, key=key, source=pulumi.FileAsset(path), opts=opts)

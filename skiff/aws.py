@@ -42,3 +42,29 @@ def reset_clients() -> None:
     with _lock:
         _client.cache_clear()
         _session.cache_clear()
+
+
+class LazyClient:
+    """An attribute holding a boto3 client: the one passed in, else the shared one, made on first use.
+
+    ``s3 = LazyClient("s3")`` in a class body; ``self.s3 = s3`` in ``__init__`` keeps an
+    injected client (tests, a caller's session) and ``None`` means "the shared client".
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.slot = f"_{service}_client"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}_client"
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__.get(self.slot)
+        if value is None:
+            value = instance.__dict__[self.slot] = client(self.service)
+        return value
+
+    def __set__(self, instance: object, value: Any) -> None:
+        instance.__dict__[self.slot] = value

@@ -11,17 +11,18 @@ from skiff.aws import reset_clients
 REGION = "eu-west-1"
 
 
+def _fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from moto import mock_aws
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
+    _fake_credentials(monkeypatch)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     reset_clients()
@@ -35,12 +36,7 @@ def aws_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A real moto server over HTTP: for tests where many threads call AWS at once."""
     from skiff.local.moto_server import MotoServer
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
+    _fake_credentials(monkeypatch)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     with MotoServer() as server:  # starts with empty backends
         monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint_url)

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +60,16 @@ def small_artifact(tmp_path_factory: pytest.TempPathFactory, demo_csv: Path) -> 
     model_dir = tmp_path_factory.mktemp("small") / "model"
     build_artifact(TrainingData(train, evaluation, "hashed-split"), SMALL_HYPERPARAMETERS, model_dir)
     return model_dir
+
+
+def predict_in_a_fresh_process(model_dir: Path, text: str) -> list[dict[str, Any]]:
+    """``skiff predict --json --model`` in a new interpreter; fails if torch or transformers was imported."""
+    code = (
+        "import sys; from skiff.cli.main import main;"
+        f"rc = main(['predict', '--json', '--model', {str(model_dir)!r}, {text!r}]);"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')];"
+        "assert not heavy, f'imported {heavy[:3]}'; sys.exit(rc)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)

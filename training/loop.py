@@ -183,7 +183,9 @@ def fit(
         began = time.perf_counter()
         seed = hp.seed * 100_003 + epoch
         torch.manual_seed(seed)  # dropout
-        batches = length_bucketed_batches(train.host_lengths, plan.batch_size, torch.Generator().manual_seed(seed))
+        batches = length_bucketed_batches(
+            train.host_lengths, plan.batch_size, torch.Generator().manual_seed(seed), bucket=hp.length_bucketing
+        )
         padded_shares.append(padding_share(train.host_lengths, batches))
         trained.train()
         total = torch.zeros((), device=device)

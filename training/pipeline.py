@@ -18,16 +18,7 @@ import torch
 
 from skiff.data.dataset import Dataset
 from skiff.errors import DatasetError, ParityError, Problem
-from skiff.model.artifact import (
-    LABELS,
-    METRICS,
-    MODEL_FP32,
-    MODEL_INT8,
-    PREPROCESSING,
-    REPORT,
-    write_json,
-    write_manifest,
-)
+from skiff.model import artifact
 from skiff.model.hyperparameters import Hyperparameters
 from skiff.model.metrics import classification_report, majority_baseline_accuracy
 from training.export import export_onnx, onnx_probabilities, parity, quantize_int8
@@ -71,7 +62,7 @@ def build_artifact(
     train_y = _encode_labels(data.train, labels, "training")
     eval_y = np.asarray(_encode_labels(data.evaluation, labels, "evaluation"))
     fingerprint = data.train.fingerprint()
-    fp32_path, int8_path = model_dir / MODEL_FP32, model_dir / MODEL_INT8
+    fp32_path, int8_path = model_dir / artifact.MODEL_FP32, model_dir / artifact.MODEL_INT8
     texts = LabelledTexts(
         data.train.texts,
         torch.as_tensor(train_y, dtype=torch.long),
@@ -100,7 +91,7 @@ def build_artifact(
     parity_report["passed"] = parity_report["label_agreement"] >= hp.min_parity_agreement
 
     int8_report = classification_report(eval_y, int8_scores.argmax(1), labels)
-    sizes = {MODEL_FP32: fp32_path.stat().st_size, MODEL_INT8: int8_path.stat().st_size}
+    sizes = {artifact.MODEL_FP32: fp32_path.stat().st_size, artifact.MODEL_INT8: int8_path.stat().st_size}
     metrics: dict[str, Any] = {
         "model_family": hp.model_family,
         "eval": {
@@ -112,7 +103,7 @@ def build_artifact(
         },
         "parity": parity_report,
         "quantization": family.quantization.to_dict(),
-        "sizes": {**sizes, "int8_over_fp32": sizes[MODEL_INT8] / sizes[MODEL_FP32]},
+        "sizes": {**sizes, "int8_over_fp32": sizes[artifact.MODEL_INT8] / sizes[artifact.MODEL_FP32]},
         "training": {
             "rows": len(data.train),
             "label_counts": data.train.label_counts(),
@@ -131,28 +122,28 @@ def build_artifact(
             "history": [vars(r) for r in result.history],
         },
     }
-    write_json(model_dir / METRICS, metrics)
+    artifact.write_json(model_dir / artifact.METRICS, metrics)
     if not parity_report["passed"]:
         # Fail loudly: an int8 model that disagrees with its fp32 source must never be registered.
         raise ParityError(
             f"expected int8/fp32 label agreement >= {hp.min_parity_agreement:.4f} "
             f"(got: {parity_report['label_agreement']:.4f} on {parity_report['rows']} eval rows)"
         )
-    write_json(model_dir / PREPROCESSING, featurizer.to_spec())
-    write_json(model_dir / LABELS, labels)
+    artifact.write_json(model_dir / artifact.PREPROCESSING, featurizer.to_spec())
+    artifact.write_json(model_dir / artifact.LABELS, labels)
     write_report(
-        model_dir / REPORT,
+        model_dir / artifact.REPORT,
         result.history,
         int8_report["confusion_matrix"],
         labels,
         f"{hp.model_family} model: int8 eval accuracy {int8_report['accuracy']:.4f}, "
         f"macro-F1 {int8_report['macro_f1']:.4f}",
     )
-    write_manifest(
+    artifact.write_manifest(
         model_dir,
         {
             "model_family": hp.model_family,
-            "serving_model": MODEL_INT8,
+            "serving_model": artifact.MODEL_INT8,
             "featurizer_files": list(family.featurizer_files),
             "hyperparameters": hp.to_dict(),
             "dataset": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -17,14 +18,10 @@ from skiff.serve.gpu_endpoint import endpoint_from_env, follow_production
 logger = Logger(service="skiff-alarm-rollback")
 metrics = Metrics(namespace="Skiff", service="alarm-rollback")
 
-_registry: Registry | None = None
 
-
+@cache
 def registry() -> Registry:
-    global _registry
-    if _registry is None:
-        _registry = Registry(settings.require("SKIFF_REGISTRY_TABLE"))
-    return _registry
+    return Registry(settings.require("SKIFF_REGISTRY_TABLE"))
 
 
 @logger.inject_lambda_context(clear_state=True)

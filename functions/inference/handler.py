@@ -7,6 +7,7 @@ Never imports torch.
 from __future__ import annotations
 
 import time
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -24,15 +25,11 @@ metrics = Metrics(namespace="Skiff", service="inference")
 app = APIGatewayHttpResolver(enable_validation=True)
 install_error_handlers(app, metrics)
 
-_server: ModelServer | None = None
 
-
+@cache
 def server() -> ModelServer:
     """Built on the first request, then reused by the container (settings read once)."""
-    global _server
-    if _server is None:
-        _server = ModelServer(ServingSettings.from_env())
-    return _server
+    return ModelServer(ServingSettings.from_env())
 
 
 class PredictRequest(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skiff import settings
 from skiff.aws import client
 from skiff.errors import RequestError
-from skiff.registry.table import Registry
+from skiff.registry.table import AliasChange, Registry
 from skiff.serve.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
 from skiff.serve.http import ErrorBody, install_error_handlers, require_json
 
@@ -52,17 +53,14 @@ IDEMPOTENCY = IdempotencyConfig(
     expires_after_seconds=24 * 3600,
 )
 
-_registry: Registry | None = None
 _idempotent_change: Callable[..., dict[str, Any]] | None = None
 _gpu_endpoint: GpuEndpoint | None = None
 _gpu_endpoint_checked = False
 
 
+@cache
 def registry() -> Registry:
-    global _registry
-    if _registry is None:
-        _registry = Registry(settings.require("SKIFF_REGISTRY_TABLE"))
-    return _registry
+    return Registry(settings.require("SKIFF_REGISTRY_TABLE"))
 
 
 def _apply(change: dict[str, Any]) -> dict[str, Any]:
@@ -147,19 +145,9 @@ class ModelPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
 
 
-class AliasChangeBody(BaseModel):
-    revision: int
-    action: str
-    version: str
-    previous_version: str | None
-    reason: str
-    actor: str
-    at: str
-
-
 class ProductionBody(BaseModel):
     production: ModelVersionBody | None
-    history: list[AliasChangeBody]
+    history: list[AliasChange]
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -186,7 +174,7 @@ def production() -> ProductionBody:
     current = registry().production()
     return ProductionBody(
         production=ModelVersionBody(**current.to_dict()) if current else None,
-        history=[AliasChangeBody(**c.to_dict()) for c in registry().history(limit=50)],
+        history=registry().history(limit=50),
     )
 
 
@@ -196,23 +184,23 @@ def get_model(version: VersionId) -> ModelVersionBody:
 
 
 @app.post("/models/<version>/promote", summary="Make a version serve", responses=ERRORS)
-def promote(version: VersionId, request: ChangeRequest) -> AliasChangeBody:
+def promote(version: VersionId, request: ChangeRequest) -> AliasChange:
     change = change_production(
         {"operation": "promote", "version": version, "reason": request.reason, "actor": actor()}, _idempotency_key()
     )
     metrics.add_metric(name="Promotions", unit=MetricUnit.Count, value=1)
     logger.info("promoted", extra={"model_version": version, "revision": change["revision"], "actor": change["actor"]})
-    return AliasChangeBody(**change)
+    return AliasChange(**change)
 
 
 @app.post("/rollback", summary="Return production to the previous version", responses=ERRORS)
-def rollback(request: ChangeRequest) -> AliasChangeBody:
+def rollback(request: ChangeRequest) -> AliasChange:
     change = change_production(
         {"operation": "rollback", "version": None, "reason": request.reason, "actor": actor()}, _idempotency_key()
     )
     metrics.add_metric(name="Rollbacks", unit=MetricUnit.Count, value=1)
     logger.info("rolled back", extra={"model_version": change["version"], "revision": change["revision"]})
-    return AliasChangeBody(**change)
+    return AliasChange(**change)
 
 
 def _idempotency_key() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -15,14 +16,10 @@ from skiff.serve.gpu_endpoint import endpoint_from_env
 logger = Logger(service="skiff-training-events")
 metrics = Metrics(namespace="Skiff", service="training-events")
 
-_completion: TrainingCompletion | None = None
 
-
+@cache
 def completion() -> TrainingCompletion:
-    global _completion
-    if _completion is None:
-        _completion = TrainingCompletion(CompletionSettings.from_env(), gpu_endpoint=endpoint_from_env())
-    return _completion
+    return TrainingCompletion(CompletionSettings.from_env(), gpu_endpoint=endpoint_from_env())
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -8,6 +8,7 @@ unexpectedly are reported back as partial batch failures and retried alone.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -27,28 +28,21 @@ logger = Logger(service="skiff-upload-trigger")
 metrics = Metrics(namespace="Skiff", service="upload-trigger")
 processor = BatchProcessor(event_type=EventType.SQS)
 
-_catalog: DatasetCatalog | None = None
-_scheduler: TrainingScheduler | None = None
 
-
+@cache
 def catalog() -> DatasetCatalog:
-    global _catalog
-    if _catalog is None:
-        limits = CsvLimits(
-            max_bytes=settings.integer("SKIFF_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1),
-            max_rows=settings.integer("SKIFF_MAX_UPLOAD_ROWS", 2_000_000, minimum=1),
-        )
-        _catalog = DatasetCatalog(
-            settings.require("SKIFF_REGISTRY_TABLE"), settings.require("SKIFF_DATA_BUCKET"), limits
-        )
-    return _catalog
+    limits = CsvLimits(
+        max_bytes=settings.integer("SKIFF_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1),
+        max_rows=settings.integer("SKIFF_MAX_UPLOAD_ROWS", 2_000_000, minimum=1),
+    )
+    return DatasetCatalog(
+        settings.require("SKIFF_REGISTRY_TABLE"), settings.require("SKIFF_DATA_BUCKET"), limits
+    )
 
 
+@cache
 def scheduler() -> TrainingScheduler:
-    global _scheduler
-    if _scheduler is None:
-        _scheduler = TrainingScheduler(settings.require("SKIFF_REGISTRY_TABLE"), TrainingJobSettings.from_env())
-    return _scheduler
+    return TrainingScheduler(settings.require("SKIFF_REGISTRY_TABLE"), TrainingJobSettings.from_env())
 
 
 def handle_record(record: SQSRecord) -> None:

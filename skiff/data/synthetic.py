@@ -13,67 +13,45 @@ from collections.abc import Iterator
 
 from skiff.data.dataset import Example
 
-TOPICS: dict[str, dict[str, list[str]]] = {
+# Phrases of each topic and part, separated by "|".
+_PHRASES: dict[str, dict[str, str]] = {
     "billing": {
-        "subject": [
-            "my invoice",
-            "the last bill",
-            "my card",
-            "the refund",
-            "my subscription fee",
-            "the payment",
-            "a double charge",
-        ],
-        "problem": [
-            "shows the wrong amount",
-            "was charged twice",
-            "has not arrived",
-            "is higher than last month",
-            "was declined",
-            "needs a VAT number",
-            "is still pending",
-        ],
-        "ask": ["can you refund it", "please correct the invoice", "when will the money be back", "I want a receipt"],
+        "subject": (
+            "my invoice|the last bill|my card|the refund|my subscription fee|the payment|a double "
+            "charge"
+        ),
+        "problem": (
+            "shows the wrong amount|was charged twice|has not arrived|is higher than last month|was "
+            "declined|needs a VAT number|is still pending"
+        ),
+        "ask": "can you refund it|please correct the invoice|when will the money be back|I want a receipt",
     },
     "delivery": {
-        "subject": ["my parcel", "the package", "order 4411", "the courier", "my shipment", "the box", "the delivery"],
-        "problem": [
-            "has not arrived",
-            "arrived damaged",
-            "went to the wrong address",
-            "is stuck in transit",
-            "was left outside",
-            "is three days late",
-            "shows no tracking updates",
-        ],
-        "ask": ["where is it now", "please resend it", "can I change the address", "I need it by friday"],
+        "subject": "my parcel|the package|order 4411|the courier|my shipment|the box|the delivery",
+        "problem": (
+            "has not arrived|arrived damaged|went to the wrong address|is stuck in transit|was left "
+            "outside|is three days late|shows no tracking updates"
+        ),
+        "ask": "where is it now|please resend it|can I change the address|I need it by friday",
     },
     "technical": {
-        "subject": ["the app", "the website", "the login page", "my router", "the sync", "the update", "the dashboard"],
-        "problem": [
-            "crashes on start",
-            "shows error 500",
-            "is very slow",
-            "will not connect",
-            "logs me out",
-            "freezes after the update",
-            "has not arrived",
-        ],
-        "ask": ["how do I fix it", "is there a workaround", "is the service down", "please escalate this bug"],
+        "subject": "the app|the website|the login page|my router|the sync|the update|the dashboard",
+        "problem": (
+            "crashes on start|shows error 500|is very slow|will not connect|logs me out|freezes after "
+            "the update|has not arrived"
+        ),
+        "ask": "how do I fix it|is there a workaround|is the service down|please escalate this bug",
     },
     "account": {
-        "subject": ["my password", "my account", "my email address", "two factor login", "my profile", "my username"],
-        "problem": [
-            "was changed without me",
-            "is locked",
-            "needs updating",
-            "does not accept the code",
-            "was deleted",
-            "is still pending",
-        ],
-        "ask": ["please unlock it", "how do I reset it", "can you verify my identity", "I want to close it"],
+        "subject": "my password|my account|my email address|two factor login|my profile|my username",
+        "problem": (
+            "was changed without me|is locked|needs updating|does not accept the code|was deleted|is "
+            "still pending"
+        ),
+        "ask": "please unlock it|how do I reset it|can you verify my identity|I want to close it",
     },
 }
+TOPICS = {topic: {part: text.split("|") for part, text in parts.items()} for topic, parts in _PHRASES.items()}
 
 OPENERS = ["hi,", "hello,", "good morning,", "", "hey team,", "urgent:", "sorry to bother you,"]
 CLOSERS = ["thanks", "thank you!", "", "regards", "cheers", "asap please", "!!"]

@@ -236,12 +236,12 @@ class LocalStack:
     def _forget_handler_state() -> None:
         """A fresh stack means fresh "containers": drop what the handler modules cached."""
         inference, registry_api, upload_trigger, training_events = _handler_modules()
-        inference._server = None
-        registry_api._registry = None
+        inference.server.cache_clear()
+        registry_api.registry.cache_clear()
         registry_api._idempotent_change = None
-        upload_trigger._catalog = None
-        upload_trigger._scheduler = None
-        training_events._completion = None
+        upload_trigger.catalog.cache_clear()
+        upload_trigger.scheduler.cache_clear()
+        training_events.completion.cache_clear()
 
     def _provision(self) -> None:
         names = self.config.names

@@ -44,6 +44,7 @@ class Hyperparameters:
     seed: int = 13
     min_parity_agreement: float = 0.99
     mixed_precision: bool = True
+    length_bucketing: bool = True  # batches of similar lengths: little padding (training/batches.py)
     # transformer family
     base_model: str = ""  # a Hugging Face model directory; empty: the base_model channel, else all-MiniLM-L6-v2
     max_length: int = 64

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from skiff.aws import client
+from skiff.aws import LazyClient
 from skiff.errors import ArtifactError
 from skiff.model.artifact import MANIFEST, ModelArtifact, load_artifact, required_files, sha256_file
 
@@ -38,15 +38,11 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class ArtifactStore:
+    s3 = LazyClient("s3")
+
     def __init__(self, bucket: str, s3: Any | None = None) -> None:
         self.bucket = bucket
-        self._s3 = s3
-
-    @property
-    def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = client("s3")
-        return self._s3
+        self.s3 = s3
 
     def uri(self, version: str) -> str:
         return f"s3://{self.bucket}/{MODELS_PREFIX}{version}/"

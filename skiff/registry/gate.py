@@ -103,33 +103,22 @@ def decide(
         )
     if production is None:
         majority = Counter(truth).most_common(1)[0][0]
-        baseline = score([majority] * rows, truth, settings.metric)
-        needed = baseline + settings.baseline_margin
-        passed = candidate_score >= needed
-        verdict = "promoted" if passed else "rejected"
-        relation = ">=" if passed else "<"
-        return GateDecision(
-            passed,
-            f"{verdict}: {settings.metric} {candidate_score:.4f} {relation} majority baseline {baseline:.4f} "
-            f"+ margin {settings.baseline_margin:.4f} on {rows} eval rows",
-            settings.metric,
-            candidate_score,
-            baseline,
-            "majority-baseline",
-            rows,
-        )
-    version, model = production
-    production_score = score([p.label for p in model.predict(texts)], truth, settings.metric)
-    passed = candidate_score >= production_score - settings.tolerance
-    verdict = "promoted" if passed else "rejected"
-    relation = ">=" if passed else "<"
+        reference, reference_score = "majority-baseline", score([majority] * rows, truth, settings.metric)
+        needed = reference_score + settings.baseline_margin
+        against = f"majority baseline {reference_score:.4f} + margin {settings.baseline_margin:.4f}"
+    else:
+        reference, model = production
+        reference_score = score([p.label for p in model.predict(texts)], truth, settings.metric)
+        needed = reference_score - settings.tolerance
+        against = f"production {reference} {reference_score:.4f} - tolerance {settings.tolerance:.4f}"
+    passed = candidate_score >= needed
+    verdict, relation = ("promoted", ">=") if passed else ("rejected", "<")
     return GateDecision(
         passed,
-        f"{verdict}: {settings.metric} {candidate_score:.4f} {relation} production {version} "
-        f"{production_score:.4f} - tolerance {settings.tolerance:.4f} on {rows} eval rows",
+        f"{verdict}: {settings.metric} {candidate_score:.4f} {relation} {against} on {rows} eval rows",
         settings.metric,
         candidate_score,
-        production_score,
-        version,
+        reference_score,
+        reference,
         rows,
     )

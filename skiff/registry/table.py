@@ -29,7 +29,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from skiff import dynamo
-from skiff.aws import client
+from skiff.aws import LazyClient, client
 from skiff.errors import ConflictError, NotFoundError, RegistryError
 
 CANDIDATE, PRODUCTION, RETIRED, REJECTED, FAILED = "candidate", "production", "retired", "rejected", "failed"
@@ -104,15 +104,11 @@ class AliasChange:
 class Registry:
     """Register, list, promote and roll back model versions. Thread-safe."""
 
+    dynamodb = LazyClient("dynamodb")
+
     def __init__(self, table_name: str, dynamodb: Any | None = None) -> None:
         self.table = table_name
-        self._dynamodb = dynamodb
-
-    @property
-    def dynamodb(self) -> Any:
-        if self._dynamodb is None:
-            self._dynamodb = client("dynamodb")
-        return self._dynamodb
+        self.dynamodb = dynamodb
 
     # ---- reads -------------------------------------------------------------------------
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
@@ -247,23 +243,31 @@ class Registry:
             raise
         return model
 
+    def _status_change(self, version: str, seen: str, new: str, at: str, reason: str | None = None) -> dict[str, Any]:
+        """A transaction item moving ``version`` from status ``seen`` to ``new`` (it fails if another
+        writer moved it first), with ``reason`` as its status reason (None: no reason)."""
+        expression = "SET #s = :new, updated_at = :at REMOVE status_reason"
+        values: dict[str, Any] = {"new": new, "at": at, "seen": seen}
+        if reason is not None:
+            expression = "SET #s = :new, updated_at = :at, status_reason = :reason"
+            values["reason"] = reason
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": dynamo.to_item({"pk": "VERSION", "sk": version}),
+                "UpdateExpression": expression,
+                "ConditionExpression": "#s = :seen",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": dynamo.values(**values),
+            }
+        }
+
     def reject(self, version: str, reason: str, actor: str = "quality-gate") -> ModelVersion:
         """A candidate that must never serve: record why."""
         try:
             self.dynamodb.transact_write_items(
                 TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": dynamo.to_item({"pk": "VERSION", "sk": version}),
-                            "UpdateExpression": "SET #s = :new, status_reason = :reason, updated_at = :at",
-                            "ConditionExpression": "#s = :candidate",
-                            "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": dynamo.values(
-                                new=REJECTED, reason=reason, at=_now(), candidate=CANDIDATE
-                            ),
-                        }
-                    },
+                    self._status_change(version, CANDIDATE, REJECTED, _now(), reason=reason),
                     self._audit_put("reject", version, actor, reason),
                 ]
             )
@@ -330,16 +334,7 @@ class Registry:
             at = _now()
             change = AliasChange(revision, action, target, previous, reason, actor, at)
             items: list[dict[str, Any]] = [
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": dynamo.to_item({"pk": "VERSION", "sk": target}),
-                        "UpdateExpression": "SET #s = :production, updated_at = :at REMOVE status_reason",
-                        "ConditionExpression": "#s = :seen",
-                        "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": dynamo.values(production=PRODUCTION, at=at, seen=target_status),
-                    }
-                },
+                self._status_change(target, target_status, PRODUCTION, at),
                 {
                     "Put": {
                         "TableName": self.table,
@@ -371,18 +366,7 @@ class Registry:
                 self._audit_put(action, target, actor, reason, previous_version=previous, revision=revision),
             ]
             if previous:
-                items.append(
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": dynamo.to_item({"pk": "VERSION", "sk": previous}),
-                            "UpdateExpression": "SET #s = :retired, updated_at = :at",
-                            "ConditionExpression": "#s = :production",
-                            "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": dynamo.values(retired=RETIRED, at=at, production=PRODUCTION),
-                        }
-                    }
-                )
+                items.append(self._status_change(previous, PRODUCTION, RETIRED, at))
             try:
                 self.dynamodb.transact_write_items(TransactItems=items)
                 return change

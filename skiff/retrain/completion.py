@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff import settings as env
-from skiff.aws import client
+from skiff.aws import LazyClient
 from skiff.data.dataset import in_eval_split
 from skiff.data.versions import DatasetCatalog
 from skiff.errors import ArtifactError, ConflictError, NotFoundError
@@ -93,6 +93,8 @@ def safe_extract(archive: Path, target: Path) -> None:
 
 
 class TrainingCompletion:
+    sagemaker = LazyClient("sagemaker")
+
     def __init__(
         self,
         settings: CompletionSettings,
@@ -109,13 +111,7 @@ class TrainingCompletion:
         self.store = store or ArtifactStore(settings.jobs.artifacts_bucket)
         self.catalog = catalog or DatasetCatalog(settings.registry_table, settings.data_bucket)
         self.scheduler = scheduler or TrainingScheduler(settings.registry_table, settings.jobs)
-        self._sagemaker = sagemaker
-
-    @property
-    def sagemaker(self) -> Any:
-        if self._sagemaker is None:
-            self._sagemaker = client("sagemaker")
-        return self._sagemaker
+        self.sagemaker = sagemaker
 
     def handle(self, detail: Mapping[str, Any]) -> CompletionOutcome:
         job_name = detail["TrainingJobName"]

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from skiff import dynamo
 from skiff import settings as env
-from skiff.aws import client
+from skiff.aws import LazyClient
 from skiff.errors import ConfigError, ConflictError
 from skiff.model.artifact import code_version
 from skiff.model.hyperparameters import Hyperparameters
@@ -208,21 +208,12 @@ class ScheduleOutcome:
 class TrainingScheduler:
     """One job at a time; the newest waiting dataset version starts when the running one ends."""
 
+    dynamodb = LazyClient("dynamodb")
+    sagemaker = LazyClient("sagemaker")
+
     def __init__(self, table: str, settings: TrainingJobSettings, sagemaker: Any = None, dynamodb: Any = None) -> None:
         self.table, self.settings = table, settings
-        self._sagemaker, self._dynamodb = sagemaker, dynamodb
-
-    @property
-    def sagemaker(self) -> Any:
-        if self._sagemaker is None:
-            self._sagemaker = client("sagemaker")
-        return self._sagemaker
-
-    @property
-    def dynamodb(self) -> Any:
-        if self._dynamodb is None:
-            self._dynamodb = client("dynamodb")
-        return self._dynamodb
+        self.sagemaker, self.dynamodb = sagemaker, dynamodb
 
     def state(self) -> dict[str, Any]:
         return dynamo.get(self.dynamodb, self.table, "TRAINING", "STATE") or {}

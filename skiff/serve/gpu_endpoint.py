@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from skiff import settings as env
-from skiff.aws import client
+from skiff.aws import LazyClient
 from skiff.errors import ArtifactError
 from skiff.registry.table import ModelVersion, Registry
 
@@ -52,15 +52,11 @@ class GpuEndpointSettings:
 
 
 class GpuEndpoint:
+    sagemaker = LazyClient("sagemaker")
+
     def __init__(self, settings: GpuEndpointSettings, sagemaker: Any = None) -> None:
         self.settings = settings
-        self._sagemaker = sagemaker
-
-    @property
-    def sagemaker(self) -> Any:
-        if self._sagemaker is None:
-            self._sagemaker = client("sagemaker")
-        return self._sagemaker
+        self.sagemaker = sagemaker
 
     def resource_name(self, version: str) -> str:
         return f"{self.settings.endpoint_name}-{version}"[:63]  # SageMaker names: at most 63 characters

@@ -13,7 +13,7 @@ from tests.functions.test_inference import Context
 
 @pytest.fixture(autouse=True)
 def fresh_container() -> None:
-    handler._registry = None
+    handler.registry.cache_clear()
 
 
 @pytest.fixture

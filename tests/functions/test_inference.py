@@ -30,7 +30,7 @@ class Context:
 
 @pytest.fixture(autouse=True)
 def fresh_container() -> None:
-    handler._server = None  # each test is a cold container
+    handler.server.cache_clear()  # each test is a cold container
 
 
 def call(event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:

@@ -16,7 +16,7 @@ ADMIN = "arn:aws:sts::123456789012:assumed-role/Admin/alice"
 
 @pytest.fixture(autouse=True)
 def fresh_container() -> None:
-    handler._registry = None
+    handler.registry.cache_clear()
     handler._idempotent_change = None
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from skiff.data.dataset import read_csv
 from skiff.model.artifact import load_artifact
 from skiff.model.features import TokenizerFeaturizer, TokenizerSpec
 from skiff.model.hyperparameters import Hyperparameters
+from tests.conftest import predict_in_a_fresh_process
 from tests.training.conftest import run_job
 
 TINY = {
@@ -62,14 +61,7 @@ def test_int8_is_smaller_and_passes_parity(artifact: Path) -> None:
 
 
 def test_serving_needs_neither_torch_nor_transformers(artifact: Path) -> None:
-    code = (
-        "import sys, json; from skiff.cli.main import main;"
-        f"main(['predict', '--json', '--model', {str(artifact)!r}, 'Free entry! Win a prize now']);"
-        "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')], 'heavy import'"
-    )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert json.loads(run.stdout)[0]["label"] in ("ham", "spam")
+    assert predict_in_a_fresh_process(artifact, "Free entry! Win a prize now")[0]["label"] in ("ham", "spam")
 
 
 def test_token_ids_match_the_transformers_tokenizer_on_the_dev_set(tiny_base: Path, sms_spam: Path) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from skiff.errors import ConfigError
@@ -34,7 +36,7 @@ def test_char_ngram_range_is_parsed() -> None:
         Hyperparameters(char_ngrams="three")
 
 
-def test_transformer_jobs_get_torchrun_and_the_base_model_channel() -> None:
+def _job_request(family: str) -> dict[str, Any]:
     from skiff.retrain.launch import TrainingJobSettings, training_job_request
 
     settings = TrainingJobSettings(
@@ -43,12 +45,15 @@ def test_transformer_jobs_get_torchrun_and_the_base_model_channel() -> None:
         image_uri="img",
         source_uri="s3://b/source/s.tar.gz",
         artifacts_bucket="b",
-        hyperparameters=Hyperparameters(model_family="transformer"),
+        hyperparameters=Hyperparameters(model_family=family),
         base_model_uri="s3://b/base-models/all-MiniLM-L6-v2/",
     )
-    request = training_job_request(
-        settings, "ds-000001", "s3://d/datasets/versions/ds-000001/channel.manifest", "eu-west-1"
-    )
+    manifest = "s3://d/datasets/versions/ds-000001/channel.manifest"
+    return training_job_request(settings, "ds-000001", manifest, "eu-west-1")
+
+
+def test_transformer_jobs_get_torchrun_and_the_base_model_channel() -> None:
+    request = _job_request("transformer")
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
     assert channels["base_model"] == {
         "S3DataType": "S3Prefix",
@@ -59,16 +64,6 @@ def test_transformer_jobs_get_torchrun_and_the_base_model_channel() -> None:
 
 
 def test_bag_jobs_have_neither() -> None:
-    from skiff.retrain.launch import TrainingJobSettings, training_job_request
-
-    settings = TrainingJobSettings(
-        job_prefix="p",
-        role_arn="r",
-        image_uri="i",
-        source_uri="s3://b/s",
-        artifacts_bucket="b",
-        base_model_uri="s3://b/base-models/x/",
-    )
-    request = training_job_request(settings, "ds-000001", "s3://d/m", "eu-west-1")
+    request = _job_request("bag")
     assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train"]
     assert "sagemaker_torch_distributed_enabled" not in request["HyperParameters"]
