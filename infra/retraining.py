@@ -10,9 +10,18 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import FunctionArgs, ProductionFollowers, SkiffFunction
-from infra.policies import assume_role, document, statement
+from infra.functions import FunctionPlatform, ProductionFollowers, SkiffFunction
+from infra.policies import (
+    REGISTRY_READ_WRITE,
+    document,
+    objects,
+    sagemaker_container_statements,
+    service_may_send,
+    service_role,
+    statement,
+)
 from infra.settings import StackSettings
+from infra.storage import source_object
 from skiff.retrain.launch import training_event_pattern
 
 
@@ -26,23 +35,8 @@ class RetrainingArgs:
     data_bucket: aws.s3.Bucket
     artifacts_bucket: aws.s3.Bucket
     upload_queue: aws.sqs.Queue
-    table: aws.dynamodb.Table
-    key: aws.kms.Key
-    layer_arn: pulumi.Input[str]
-    code_paths: dict[str, str]
+    platform: FunctionPlatform
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
-
-
-def objects(bucket: aws.s3.Bucket, *prefixes: str) -> list[pulumi.Output[str]]:
-    return [pulumi.Output.concat(bucket.arn, "/", prefix, "*") for prefix in prefixes]
-
-
-def ecr_repository_arn(image_uri: str) -> str:
-    """``<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`` -> the repository's ARN."""
-    host, _, path = image_uri.partition("/")
-    account, _, rest = host.partition(".dkr.ecr.")
-    region = rest.split(".")[0]
-    return f"arn:aws:ecr:{region}:{account}:repository/{path.split(':')[0].split('@')[0]}"
 
 
 class Retraining(pulumi.ComponentResource):
@@ -50,77 +44,48 @@ class Retraining(pulumi.ComponentResource):
         super().__init__("skiff:index:Retraining", name, None, opts)
         s = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        kms = statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.key.arn])
+        kms = statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.platform.key.arn])
         training_jobs_arn = f"arn:aws:sagemaker:{args.region}:{args.account_id}:training-job/{s.prefix}-*"
 
-        self.source = aws.s3.BucketObjectv2(
-            f"{name}-source",
-            bucket=args.artifacts_bucket.id,
-            key="source/sourcedir.tar.gz",
-            source=pulumi.FileAsset(args.source_bundle_path),
-            opts=child,
+        self.source = source_object(
+            f"{name}-source", args.artifacts_bucket, "source/sourcedir.tar.gz", args.source_bundle_path, child
         )
-        self.sagemaker_role = aws.iam.Role(
-            f"{name}-sagemaker-role", assume_role_policy=assume_role("sagemaker.amazonaws.com"), opts=child
-        )
-        aws.iam.RolePolicy(
-            f"{name}-sagemaker-policy",
-            role=self.sagemaker_role.id,
-            policy=document(
-                [
-                    statement(["s3:GetObject"], objects(args.data_bucket, "datasets/")),
-                    statement(["s3:GetObject"], objects(args.artifacts_bucket, "source/", "base-models/")),
-                    statement(
-                        ["s3:GetObject", "s3:PutObject"], objects(args.artifacts_bucket, "jobs/", "checkpoints/")
-                    ),
-                    statement(
-                        ["s3:ListBucket"],
-                        [args.data_bucket.arn],
-                        Condition={"StringLike": {"s3:prefix": ["datasets/*"]}},
-                    ),
-                    statement(
-                        ["s3:ListBucket"],
-                        [args.artifacts_bucket.arn],
-                        Condition={"StringLike": {"s3:prefix": ["checkpoints/*", "jobs/*", "base-models/*"]}},
-                    ),
-                    kms,
-                    statement(
-                        ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                        [f"arn:aws:logs:{args.region}:{args.account_id}:log-group:/aws/sagemaker/TrainingJobs:*"],
-                    ),
-                    statement(
-                        ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                        [ecr_repository_arn(args.image_uri)],
-                    ),
-                    # AWS requires "*" here: GetAuthorizationToken has no resource-level permissions.
-                    statement(["ecr:GetAuthorizationToken"], ["*"]),
-                    # AWS requires "*" for PutMetricData; the condition pins it to SageMaker's namespace.
-                    statement(
-                        ["cloudwatch:PutMetricData"],
-                        ["*"],
-                        Condition={"StringEquals": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}},
-                    ),
-                ]
-            ),
-            opts=child,
+        self.sagemaker_role = service_role(
+            f"{name}-sagemaker",
+            "sagemaker.amazonaws.com",
+            [
+                statement(["s3:GetObject"], objects(args.data_bucket, "datasets/")),
+                statement(["s3:GetObject"], objects(args.artifacts_bucket, "source/", "base-models/")),
+                statement(["s3:GetObject", "s3:PutObject"], objects(args.artifacts_bucket, "jobs/", "checkpoints/")),
+                statement(
+                    ["s3:ListBucket"],
+                    [args.data_bucket.arn],
+                    Condition={"StringLike": {"s3:prefix": ["datasets/*"]}},
+                ),
+                statement(
+                    ["s3:ListBucket"],
+                    [args.artifacts_bucket.arn],
+                    Condition={"StringLike": {"s3:prefix": ["checkpoints/*", "jobs/*", "base-models/*"]}},
+                ),
+                kms,
+                *sagemaker_container_statements(
+                    args.region,
+                    args.account_id,
+                    args.image_uri,
+                    "/aws/sagemaker/TrainingJobs",
+                    "/aws/sagemaker/TrainingJobs",
+                ),
+            ],
+            child,
         )
         pass_role = statement(
             ["iam:PassRole"],
             [self.sagemaker_role.arn],
             Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
         )
-        table_rw = statement(
-            [
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:ConditionCheckItem",
-                "dynamodb:Query",
-            ],
-            [args.table.arn],
-        )
+        table_rw = statement(list(REGISTRY_READ_WRITE), [args.platform.table.arn])
         job_env: dict[str, pulumi.Input[str]] = {
-            "SKIFF_REGISTRY_TABLE": args.table.name,
+            "SKIFF_REGISTRY_TABLE": args.platform.table.name,
             "SKIFF_DATA_BUCKET": args.data_bucket.bucket,
             "SKIFF_ARTIFACTS_BUCKET": args.artifacts_bucket.bucket,
             "SKIFF_JOB_PREFIX": s.prefix,
@@ -146,26 +111,16 @@ class Retraining(pulumi.ComponentResource):
         start_jobs = statement(["sagemaker:CreateTrainingJob", "sagemaker:AddTags"], [training_jobs_arn])
 
         def function(short: str, statements: list[dict[str, Any]], env: dict[str, Any], **extra: Any) -> SkiffFunction:
-            return SkiffFunction(
-                f"{name}-{short.replace('_', '-')}",
-                FunctionArgs(
-                    prefix=s.prefix,
-                    short_name=short,
-                    code_path=args.code_paths[short],
-                    layer_arn=args.layer_arn,
-                    architecture=s.lambda_architecture,
-                    environment=env,
-                    statements=statements,
-                    log_retention_days=s.log_retention_days,
-                    **extra,
-                ),
-                opts=child,
-            )
+            return args.platform.function(name, short, env, statements, child, **extra)
 
         self.upload_trigger = function(
             "upload_trigger",
             [
                 statement(["s3:GetObject", "s3:DeleteObject"], objects(args.data_bucket, "incoming/")),
+                # Without ListBucket, S3 answers 403 instead of 404 for a key that is gone (a
+                # redelivered upload already moved). No s3:prefix condition: reads of one key
+                # carry no prefix, so a conditioned grant would not count for them.
+                statement(["s3:ListBucket"], [args.data_bucket.arn]),
                 statement(["s3:PutObject"], objects(args.data_bucket, "quarantine/", "rejections/", "datasets/")),
                 statement(["s3:GetObject"], objects(args.data_bucket, "datasets/")),
                 statement(
@@ -235,34 +190,16 @@ class Retraining(pulumi.ComponentResource):
         aws.sqs.QueuePolicy(
             f"{name}-training-events-dlq-policy",
             queue_url=self.events_dlq.id,
-            policy=document(
-                [
-                    statement(
-                        ["sqs:SendMessage"],
-                        [self.events_dlq.arn],
-                        Principal={"Service": "events.amazonaws.com"},
-                        Condition={"ArnEquals": {"aws:SourceArn": self.rule.arn}},
-                    )
-                ]
-            ),
+            policy=document([service_may_send(self.events_dlq.arn, "events.amazonaws.com", self.rule.arn)]),
             opts=child,
         )
-        aws.cloudwatch.EventTarget(
-            f"{name}-training-job-state-target",
-            rule=self.rule.name,
-            arn=self.completion.function.arn,
+        self.completion.invoked_by(
+            f"{name}-training-job-state",
+            self.rule,
+            child,
             dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=self.events_dlq.arn),
             retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
                 maximum_event_age_in_seconds=3600, maximum_retry_attempts=8
             ),
-            opts=child,
-        )
-        aws.lambda_.Permission(
-            f"{name}-training-events-invoke",
-            action="lambda:InvokeFunction",
-            function=self.completion.function.name,
-            principal="events.amazonaws.com",
-            source_arn=self.rule.arn,
-            opts=child,
         )
         self.register_outputs({"sagemaker_role_arn": self.sagemaker_role.arn, "rule_arn": self.rule.arn})

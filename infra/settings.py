@@ -6,7 +6,8 @@ Every key, its default and its meaning is listed in Pulumi.yaml's ``config`` sec
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pulumi
@@ -51,6 +52,7 @@ class StackSettings:
     base_model: str = ""
 
     def __post_init__(self) -> None:
+        validate_prefix(self.prefix)
         if self.lambda_architecture not in ("arm64", "x86_64"):
             raise ConfigError(f"skiff:lambdaArchitecture should be arm64 or x86_64 (got: {self.lambda_architecture!r})")
         if self.predict_auth not in ("none", "iam"):
@@ -69,55 +71,18 @@ class StackSettings:
 
     @classmethod
     def from_config(cls, config: pulumi.Config | None = None) -> StackSettings:
+        """Each field from its camelCase key (``log_retention_days`` <- ``skiff:logRetentionDays``),
+        typed by the field's annotation; an absent key keeps the field's default."""
         c = config or pulumi.Config("skiff")
-        defaults = cls(prefix="unused")
-
-        def get(key: str, kind: type, default: Any) -> Any:
-            if kind is bool:
-                value = c.get_bool(key)
-            elif kind is int:
-                value = c.get_int(key)
-            elif kind is float:
-                value = c.get_float(key)
-            else:
-                value = c.get(key)
-            return default if value is None else value
-
-        hyperparameters = c.get("hyperparameters")
-        return cls(
-            prefix=c.get("prefix") or f"skiff-{pulumi.get_stack()}",
-            lambda_architecture=get("lambdaArchitecture", str, defaults.lambda_architecture),
-            training_instance_type=get("trainingInstanceType", str, defaults.training_instance_type),
-            training_instance_count=get("trainingInstanceCount", int, defaults.training_instance_count),
-            use_spot=get("useSpot", bool, defaults.use_spot),
-            max_runtime_seconds=get("maxRuntimeSeconds", int, defaults.max_runtime_seconds),
-            max_wait_seconds=get("maxWaitSeconds", int, defaults.max_wait_seconds),
-            training_image_uri=c.get("trainingImageUri"),
-            hyperparameters=json.loads(hyperparameters) if hyperparameters else {},
-            predict_auth=get("predictAuth", str, defaults.predict_auth),
-            inference_memory_mb=get("inferenceMemoryMb", int, defaults.inference_memory_mb),
-            inference_timeout_seconds=get("inferenceTimeoutSeconds", int, defaults.inference_timeout_seconds),
-            reserved_concurrency=c.get_int("reservedConcurrency"),
-            provisioned_concurrency=get("provisionedConcurrency", int, defaults.provisioned_concurrency),
-            throttle_rate_limit=get("throttleRateLimit", float, defaults.throttle_rate_limit),
-            throttle_burst_limit=get("throttleBurstLimit", int, defaults.throttle_burst_limit),
-            table_deletion_protection=get("tableDeletionProtection", bool, defaults.table_deletion_protection),
-            quarantine_expiry_days=get("quarantineExpiryDays", int, defaults.quarantine_expiry_days),
-            noncurrent_version_days=get("noncurrentVersionDays", int, defaults.noncurrent_version_days),
-            upload_batch_window_seconds=get("uploadBatchWindowSeconds", int, defaults.upload_batch_window_seconds),
-            gate_metric=get("gateMetric", str, defaults.gate_metric),
-            gate_tolerance=get("gateTolerance", float, defaults.gate_tolerance),
-            gate_baseline_margin=get("gateBaselineMargin", float, defaults.gate_baseline_margin),
-            auto_rollback_window_seconds=get("autoRollbackWindowSeconds", int, defaults.auto_rollback_window_seconds),
-            alarm_5xx_rate=get("alarm5xxRate", float, defaults.alarm_5xx_rate),
-            alarm_p99_latency_ms=get("alarmP99LatencyMs", int, defaults.alarm_p99_latency_ms),
-            bundle_dir=get("bundleDir", str, defaults.bundle_dir),
-            log_retention_days=get("logRetentionDays", int, defaults.log_retention_days),
-            gpu_endpoint=get("gpuEndpoint", bool, defaults.gpu_endpoint),
-            gpu_instance_type=get("gpuInstanceType", str, defaults.gpu_instance_type),
-            gpu_inference_image_uri=c.get("gpuInferenceImageUri"),
-            base_model=c.get("baseModel") or "",
-        )
+        readers = {"bool": c.get_bool, "int": c.get_int, "float": c.get_float}
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            kind = spec.type.replace(" | None", "") if isinstance(spec.type, str) else spec.type
+            value = readers.get(kind, c.get)(_config_key(spec.name))
+            if value is not None and value != "":
+                values[spec.name] = json.loads(value) if spec.name == "hyperparameters" else value
+        values.setdefault("prefix", f"skiff-{pulumi.get_stack()}")
+        return cls(**values)
 
     def resolve_training_image(self, region: str) -> str:
         """The configured image, or the PyTorch training DLC for ``region`` from the SageMaker SDK."""
@@ -134,9 +99,32 @@ class StackSettings:
             image_uris.retrieve(
                 framework="pytorch",
                 region=region,
-                version="2.5",
-                py_version="py311",
+                version="2.10",  # the newest training DLC; the locked packages need torch >= 2.6
+                py_version="py313",
                 instance_type=self.training_instance_type,
                 image_scope="training",
             )
         )
+
+
+MAX_PREFIX = 40
+"""Room for the longest name built from it: ``<prefix>-ds-000001-<suffix>`` SageMaker jobs (63)."""
+
+
+def validate_prefix(prefix: str) -> None:
+    """Resource names start with the prefix; S3, SageMaker and Lambda each accept only a subset of
+    characters, so it is checked here, at preview, rule by rule."""
+    rules = [
+        (1 <= len(prefix) <= MAX_PREFIX, f"1 to {MAX_PREFIX} characters (got: {len(prefix)})"),
+        (re.fullmatch(r"[a-z0-9-]*", prefix) is not None, "only lowercase letters, digits and hyphens"),
+        (prefix[:1].isalpha() and prefix[:1].islower(), "a lowercase letter first"),
+        (not prefix.endswith("-"), "no hyphen at the end"),
+    ]
+    for holds, rule in rules:
+        if not holds:
+            raise ConfigError(f"skiff:prefix should have {rule} (got: {prefix!r})")
+
+
+def _config_key(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word[:1].upper() + word[1:] for word in rest)

@@ -23,25 +23,46 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 if __package__ in (None, ""):
     # SageMaker runs `python training/train.py` from the source bundle's root; make the
     # bundle's packages (skiff, training) importable the same way as in a checkout.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from skiff.data.dataset import read_csv, read_csv_dir, split_dataset  # noqa: E402
-from skiff.errors import SkiffError  # noqa: E402
-from skiff.model.hyperparameters import Hyperparameters  # noqa: E402
-from training import progress  # noqa: E402
+if TYPE_CHECKING:
+    from skiff.model.hyperparameters import Hyperparameters
 
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 
 log = logging.getLogger("training.train")
 
 
+class _Arguments(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # a reason for the failure file, not a bare exit
+        raise BadArguments(message)
+
+
+class BadArguments(Exception):
+    pass
+
+
+def _failure_file(argv: list[str]) -> Path | None:
+    """Where the reason goes: ``--failure-file``, else ``$SM_OUTPUT_DIR/failure`` (read before anything can fail)."""
+    for i, word in enumerate(argv):
+        if word.startswith("--failure-file="):
+            return Path(word.split("=", 1)[1])
+        if word == "--failure-file" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+    output_dir = os.environ.get("SM_OUTPUT_DIR")
+    return Path(output_dir) / "failure" if output_dir else None
+
+
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, Hyperparameters]:
+    from skiff.model.hyperparameters import Hyperparameters
+
     env = os.environ.get
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Arguments(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", default=env("SM_CHANNEL_TRAIN"), help="CSV file or directory of CSV parts")
     parser.add_argument("--test", default=env("SM_CHANNEL_TEST"), help="optional evaluation CSV file or directory")
     parser.add_argument("--model-dir", default=env("SM_MODEL_DIR"))
@@ -64,11 +85,11 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, Hyperparameters]:
 def _hyperparameters(rest: list[str]) -> dict[str, str]:
     """Pairs of ``--name value``; SageMaker's own ``sagemaker_*`` keys are not ours."""
     if len(rest) % 2:
-        raise SystemExit(f"expected hyperparameters as --name value pairs (got: {' '.join(rest)})")
+        raise BadArguments(f"expected hyperparameters as --name value pairs (got: {' '.join(rest)})")
     values: dict[str, str] = {}
     for flag, value in zip(rest[::2], rest[1::2], strict=True):
         if not flag.startswith("--"):
-            raise SystemExit(f"expected a --name before {value!r} (got: {flag!r})")
+            raise BadArguments(f"expected a --name before {value!r} (got: {flag!r})")
         name = flag[2:].replace("-", "_")
         if not name.startswith("sagemaker_"):
             values[name] = value
@@ -76,6 +97,8 @@ def _hyperparameters(rest: list[str]) -> dict[str, str]:
 
 
 def _read(path: str) -> object:
+    from skiff.data.dataset import read_csv, read_csv_dir
+
     return read_csv_dir(path) if Path(path).is_dir() else read_csv(path)
 
 
@@ -87,19 +110,43 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     for ours in ("skiff", "training"):
         logging.getLogger(ours).setLevel(logging.INFO)
-    args, hp = _parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    failure_file = _failure_file(argv)
     try:
+        args, hp = _parse(argv)
         return _run(args, hp)
-    except SkiffError as exc:
-        log.error("training failed: %s", exc)
-        if args.failure_file:
-            Path(args.failure_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.failure_file).write_text(f"{type(exc).__name__}: {exc}"[:1024], encoding="utf-8")
-        return 2
+    except Exception as exc:  # every failure leaves its reason where SageMaker shows it
+        code, reason = _reason(exc)
+        log.error("training failed: %s", reason, exc_info=code != 2)
+        if failure_file is not None:
+            failure_file.parent.mkdir(parents=True, exist_ok=True)
+            failure_file.write_text(reason[:1024], encoding="utf-8")  # SageMaker keeps the first 1 KB
+        return code
+
+
+def _reason(exc: Exception) -> tuple[int, str]:
+    """Exit code and one clear sentence: 2 for what the user can fix, 1 for a defect."""
+    from skiff.errors import SkiffError
+
+    if isinstance(exc, BadArguments):
+        return 2, f"BadArguments: {exc}"
+    if isinstance(exc, SkiffError):
+        return 2, f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        where = "the GPU" if type(exc).__name__ == "OutOfMemoryError" else "the instance"
+        return 2, (
+            f"OutOfMemory: training ran out of memory on {where}; lower batch_size or max_length, "
+            f"or choose a larger instance type ({type(exc).__name__}: {str(exc)[:200]})"
+        )
+    if isinstance(exc, ImportError):
+        return 1, f"ImportError: the job's environment lacks a package ({exc}); check the source bundle's requirements"
+    return 1, f"{type(exc).__name__} (unexpected, a defect; the log has the traceback): {exc}"
 
 
 def _run(args: argparse.Namespace, hp: Hyperparameters) -> int:
     # torch and the pipeline load only after the arguments are known to be good.
+    from skiff.data.dataset import split_dataset
+    from training import progress
     from training.pipeline import TrainingData, build_artifact
 
     dataset = _read(args.train)

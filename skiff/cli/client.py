@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -49,6 +51,24 @@ class StackOutputs:
     def is_local(self) -> bool:
         return self.aws_endpoint_url is not None
 
+    def signing_region(self, explicit: str | None = None) -> tuple[str, str]:
+        """The region to sign for, and where it came from: ``--region``, the outputs, the API's
+        host (``<id>.execute-api.<region>.amazonaws.com``), the AWS configuration, or us-east-1."""
+        if explicit:
+            return explicit, "--region"
+        if self.region:
+            return self.region, "the stack outputs"
+        host = urllib.parse.urlparse(self.api_url).hostname or ""
+        match = re.fullmatch(r"[^.]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?", host)
+        if match:
+            return match.group(1), "the API's host name"
+        import boto3
+
+        configured = boto3.session.Session().region_name
+        if configured:
+            return configured, "the AWS configuration"
+        return "us-east-1", "the default (no region found anywhere)"
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str) -> StackOutputs:
         missing = [k for k in REQUIRED_OUTPUTS if not values.get(k)]
@@ -83,8 +103,9 @@ class ApiError(SkiffError):
 
 
 class StackClient:
-    def __init__(self, outputs: StackOutputs) -> None:
+    def __init__(self, outputs: StackOutputs, region: str | None = None) -> None:
         self.outputs = outputs
+        self.region, self.region_source = outputs.signing_region(region) if not outputs.is_local else ("", "local")
         if outputs.is_local:
             # The local stack's moto server stands in for AWS; boto3 reads these settings itself.
             os.environ["AWS_ENDPOINT_URL"] = outputs.aws_endpoint_url or ""
@@ -123,9 +144,8 @@ class StackClient:
         credentials = session.get_credentials()
         if credentials is None:
             raise ConfigError("expected AWS credentials to sign admin requests (got: none); configure the AWS CLI")
-        region = self.outputs.region or session.region_name or "us-east-1"
         aws_request = AWSRequest(method=method, url=url, data=data, headers=headers)
-        SigV4Auth(credentials, "execute-api", region).add_auth(aws_request)
+        SigV4Auth(credentials, "execute-api", self.region).add_auth(aws_request)
         return dict(aws_request.headers.items())
 
     def predict(self, texts: list[str]) -> dict[str, Any]:
@@ -161,7 +181,7 @@ class StackClient:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             head = catalog.head()
-            if head is not None and any(p["sha256"] == upload["sha256"] for p in head.parts):
+            if head is not None and catalog.has_part(upload["sha256"]):
                 return {"status": "accepted", "dataset_version": head.version, "rows": head.rows}
             try:
                 report = json.loads(s3.get_object(Bucket=self.outputs.data_bucket, Key=report_key)["Body"].read())

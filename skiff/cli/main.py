@@ -24,6 +24,8 @@ from skiff.cli.tables import answers_table, metrics_table, models_table, rejecti
 from skiff.errors import SkiffError
 from skiff.model.hyperparameters import Hyperparameters
 
+REGION_HELP = "AWS region of a deployed stack (default: the outputs' region, else the API's host name)"
+
 console = Console(stderr=True)
 out = Console()
 
@@ -46,40 +48,47 @@ def train_model(
     workdir: Path | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Run one training job locally and copy its artifact to ``out_dir``; returns metrics."""
+    """Run one training job locally and copy its artifact to ``out_dir``; returns metrics.
+
+    A failed job's folder (its log, output and whatever the model directory holds) is kept,
+    and the error names it; a finished job's folder is removed once the artifact is copied.
+    """
     from skiff.local.container import run_training_container
 
     channels = {"train": data, **({"test": test} if test else {})}
-    with tempfile.TemporaryDirectory(prefix="skiff-job-", dir=workdir) as root:
-        with Progress(
-            TextColumn("[bold]training[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("epochs"),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        ) as progress:
-            task = progress.add_task("train", total=hp.epochs, status="reading data")
+    root = Path(tempfile.mkdtemp(prefix="skiff-job-", dir=workdir))
+    with Progress(
+        TextColumn("[bold]training[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+    ) as progress:
+        task = progress.add_task("train", total=hp.epochs, status="reading data")
 
-            def on_progress(event: dict[str, Any]) -> None:
-                if event["event"] == "start":
-                    progress.update(task, status=f"{event['train_rows']} train / {event['eval_rows']} eval rows")
-                elif event["event"] == "epoch":
-                    progress.update(
-                        task,
-                        completed=event["epoch"],
-                        status=f"loss {event['loss']:.4f}  eval acc {event['eval_accuracy']:.4f}"
-                        + ("  exporting + quantizing" if event["epoch"] == hp.epochs else ""),
-                    )
+        def on_progress(event: dict[str, Any]) -> None:
+            if event["event"] == "start":
+                progress.update(task, status=f"{event['train_rows']} train / {event['eval_rows']} eval rows")
+            elif event["event"] == "epoch":
+                progress.update(
+                    task,
+                    completed=event["epoch"],
+                    status=f"loss {event['loss']:.4f}  eval acc {event['eval_accuracy']:.4f}"
+                    + ("  exporting + quantizing" if event["epoch"] == hp.epochs else ""),
+                )
 
-            run = run_training_container(Path(root), channels, hp, on_progress=on_progress)
-        if not run.succeeded:
-            raise SkiffError(f"training failed: {run.failure_reason} (full log: rerun with the same data to see it)")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        shutil.copytree(run.model_dir, out_dir)
+        run = run_training_container(root, channels, hp, on_progress=on_progress)
+    if not run.succeeded:
+        raise SkiffError(
+            f"training failed: {run.failure_reason}\n  the job's folder is kept: {root} (log: {run.log_path})"
+        )
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    shutil.copytree(run.model_dir, out_dir)
+    shutil.rmtree(root, ignore_errors=True)
     return json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
@@ -122,7 +131,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace) -> Any:
     from skiff.cli.client import StackClient, StackOutputs
 
-    return StackClient(StackOutputs.load(getattr(args, "stack", None)))
+    stack = StackClient(StackOutputs.load(getattr(args, "stack", None)), getattr(args, "region", None))
+    if not stack.outputs.is_local:
+        console.print(f"[dim]signing for region {stack.region} (from {stack.region_source})[/]")
+    return stack
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -246,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify texts (the stack's API, or --model DIR offline)")
     predict.add_argument("--model", help="an artifact directory: predict offline with onnxruntime, no stack")
     predict.add_argument("--stack", help="a deployed stack's outputs (pulumi stack output --json); default: local")
+    predict.add_argument("--region", help=REGION_HELP)
     predict.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all CPUs)")
     predict.add_argument("--json", action="store_true")
     predict.add_argument("texts", nargs="+")
@@ -267,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     def stack_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--stack", help="a deployed stack's outputs (pulumi stack output --json); default: local")
+        command.add_argument("--region", help=REGION_HELP)
         command.add_argument("--json", action="store_true")
         return command
 

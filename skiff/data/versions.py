@@ -9,15 +9,19 @@ validates it while streaming (bounded memory) and then either
   same bytes uploaded twice are one part) and a new dataset version lists every accepted part
   so far. Re-uploading identical content creates no new version.
 
-Versions (``ds-000001``, ``ds-000002``…) are cumulative and immutable. The head pointer and
-each version's record live in the registry table and change in one conditional transaction,
-so concurrent uploads never lose a part. Each version also gets two files in S3:
-``datasets/versions/<v>/manifest.json`` (what it holds) and ``…/channel.manifest`` (a
-SageMaker ManifestFile naming exactly its parts, used as the training channel).
+Versions (``ds-000001``, ``ds-000002``…) are cumulative and immutable: version N holds the
+parts of version N-1 plus one. The registry table keeps small items only — the head pointer,
+each version's summary (counts, a chained hash of its parts), the part that version added and
+a marker per part hash — written in one conditional transaction, so concurrent uploads never
+lose a part and a duplicate is found with one read, however many parts exist (one DynamoDB
+item holds at most 400 KB). The full part list lives in S3: ``datasets/versions/<v>/
+manifest.json`` (what the version holds) and ``…/channel.manifest`` (a SageMaker ManifestFile
+naming exactly its parts, the training channel), each built from the previous version's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import posixpath
@@ -32,9 +36,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from skiff import dynamo
-from skiff.aws import client
+from skiff.aws import LazyClient
 from skiff.data.dataset import CsvLimits, CsvSummary, Example, byte_lines, iter_examples
-from skiff.errors import ConflictError, DatasetError, Problem
+from skiff.errors import ConfigError, ConflictError, DatasetError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +59,15 @@ class UploadOutcome:
 
 @dataclass(frozen=True)
 class DatasetVersion:
+    """A version's summary; its part list is in S3 (:meth:`DatasetCatalog.parts`)."""
+
     version: str
     revision: int
-    parts: list[dict[str, Any]]
     rows: int
     label_counts: dict[str, int]
     created_at: str
+    parts_count: int
+    parts_hash: str  # sha256 chained over the parts' hashes, oldest first
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,9 +75,22 @@ class DatasetVersion:
             "revision": self.revision,
             "rows": self.rows,
             "label_counts": self.label_counts,
-            "parts": self.parts,
+            "parts_count": self.parts_count,
+            "parts_hash": self.parts_hash,
             "created_at": self.created_at,
         }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> DatasetVersion:
+        return cls(
+            item["version"],
+            item["revision"],
+            item["rows"],
+            item["label_counts"],
+            item["created_at"],
+            item["parts_count"],
+            item["parts_hash"],
+        )
 
 
 def version_name(revision: int) -> str:
@@ -83,23 +103,14 @@ def upload_name(key: str) -> str:
 
 
 class DatasetCatalog:
+    s3 = LazyClient("s3")
+    dynamodb = LazyClient("dynamodb")
+
     def __init__(
         self, table: str, data_bucket: str, limits: CsvLimits = CsvLimits(), dynamodb: Any = None, s3: Any = None
     ) -> None:
         self.table, self.bucket, self.limits = table, data_bucket, limits
-        self._dynamodb, self._s3 = dynamodb, s3
-
-    @property
-    def dynamodb(self) -> Any:
-        if self._dynamodb is None:
-            self._dynamodb = client("dynamodb")
-        return self._dynamodb
-
-    @property
-    def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = client("s3")
-        return self._s3
+        self.dynamodb, self.s3 = dynamodb, s3
 
     # ---- reading -----------------------------------------------------------------------
     def head(self) -> DatasetVersion | None:
@@ -112,16 +123,22 @@ class DatasetCatalog:
             raise DatasetError(
                 version, [Problem(f"expected a dataset version (got: {version!r}, which does not exist)")]
             )
-        return DatasetVersion(
-            item["version"], item["revision"], item["parts"], item["rows"], item["label_counts"], item["created_at"]
-        )
+        return DatasetVersion.from_item(item)
+
+    def has_part(self, sha256: str) -> bool:
+        """Whether any version holds a part with these bytes (one read, at any dataset size)."""
+        return dynamo.get(self.dynamodb, self.table, "DATASET", f"PARTHASH#{sha256}") is not None
+
+    def parts(self, version: str) -> list[dict[str, Any]]:
+        """The version's parts, oldest first, from its manifest in S3."""
+        return json.loads(self._read(f"{VERSIONS}{version}/manifest.json"))["parts"]
 
     def channel_manifest_uri(self, version: str) -> str:
         return f"s3://{self.bucket}/{VERSIONS}{version}/channel.manifest"
 
     def examples(self, version: str) -> Iterator[Example]:
         """Every row of a dataset version, part by part (streamed from S3)."""
-        for part in self.get(version).parts:
+        for part in self.parts(version):
             body = self.s3.get_object(Bucket=self.bucket, Key=part["key"])["Body"]
             yield from iter_examples(byte_lines(body.read, part["key"]), part["key"], self._part_limits())
 
@@ -140,12 +157,20 @@ class DatasetCatalog:
             self._quarantine(key, exc)
             return UploadOutcome(key, "rejected", reason=exc.reason, problems=[p.to_dict() for p in exc.problems])
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            code = exc.response["Error"]["Code"]
+            if code in ("NoSuchKey", "404"):
                 # Already moved by an earlier delivery of the same event: nothing left to do.
                 return UploadOutcome(key, "ignored", reason="already processed (object no longer in incoming/)")
+            if code in ("403", "AccessDenied"):
+                # S3 answers 403 for a missing key when the caller may not list the bucket, so a
+                # redelivered event would look forbidden; the stack grants s3:ListBucket to avoid it.
+                raise ConfigError(
+                    f"expected to read s3://{self.bucket}/{key} or learn that it is gone (got: 403 access denied); "
+                    "the function needs s3:GetObject on incoming/* and s3:ListBucket on the bucket"
+                ) from exc
             raise
         part_key = f"{PARTS}{summary.sha256}.csv"
-        self.s3.copy_object(Bucket=self.bucket, Key=part_key, CopySource={"Bucket": self.bucket, "Key": key})
+        self._copy(key, part_key)
         part = {
             "sha256": summary.sha256,
             "key": part_key,
@@ -156,9 +181,18 @@ class DatasetCatalog:
             "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         version, created = self._add_part(part)
-        self.write_manifests(version)
+        if created:
+            self.write_manifests(version)
         self.s3.delete_object(Bucket=self.bucket, Key=key)
         return UploadOutcome(key, "accepted" if created else "duplicate", version.version, version.revision)
+
+    def _copy(self, source: str, target: str) -> None:
+        # A multipart upload (``aws s3 cp`` of 8 MiB or more) carries a checksum of its parts'
+        # checksums; a plain copy keeps it and later reads fail checksum validation. Ask S3 for
+        # a full-object CRC32 of the copy instead, so every later read verifies cleanly.
+        self.s3.copy_object(
+            Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}, ChecksumAlgorithm="CRC32"
+        )
 
     def _validate(self, key: str, received_size: int | None) -> CsvSummary:
         size = (
@@ -177,7 +211,7 @@ class DatasetCatalog:
 
     def _quarantine(self, key: str, error: DatasetError) -> None:
         name = upload_name(key)
-        self.s3.copy_object(Bucket=self.bucket, Key=QUARANTINE + name, CopySource={"Bucket": self.bucket, "Key": key})
+        self._copy(key, QUARANTINE + name)
         report = {
             **error.to_dict(),
             "key": key,
@@ -195,53 +229,56 @@ class DatasetCatalog:
         log.warning("upload rejected: %s", error, extra={"key": key, "problems": error.to_dict()["problems"]})
 
     def _add_part(self, part: dict[str, Any]) -> tuple[DatasetVersion, bool]:
-        """Make a new version with ``part`` unless the head already has it. Atomic, retried on races."""
+        """Make a new version with ``part`` unless some version already has it. Atomic, retried on races.
+
+        Four small items change together: the head pointer (guarded by its revision), the new
+        version's summary, the part it adds (``PART#<revision>``) and the part hash's marker
+        (guarded: a second copy of the same bytes cancels the transaction).
+        """
         for attempt in range(MAX_ATTEMPTS):
             head = self.head()
-            if head is not None and any(p["sha256"] == part["sha256"] for p in head.parts):
+            if head is not None and self.has_part(part["sha256"]):
                 return head, False
             revision = (head.revision if head else 0) + 1
-            parts = [*(head.parts if head else []), part]
-            labels: Counter[str] = Counter()
-            for p in parts:
-                labels.update(p["label_counts"])
+            labels: Counter[str] = Counter(head.label_counts if head else {})
+            labels.update(part["label_counts"])
+            previous_hash = head.parts_hash if head else ""
             version = DatasetVersion(
                 version_name(revision),
                 revision,
-                parts,
-                sum(p["rows"] for p in parts),
+                (head.rows if head else 0) + part["rows"],
                 dict(sorted(labels.items())),
                 datetime.now(UTC).isoformat(timespec="seconds"),
+                (head.parts_count if head else 0) + 1,
+                hashlib.sha256(f"{previous_hash}{part['sha256']}".encode()).hexdigest(),
             )
+            new_items = [
+                {"sk": f"VERSION#{version.version}", **version.to_dict(), "version": version.version},
+                {"sk": f"PART#{revision:010d}", **part, "revision": revision},
+                {"sk": f"PARTHASH#{part['sha256']}", "revision": revision},
+            ]
+            head_put = {
+                "TableName": self.table,
+                "Item": dynamo.to_item(
+                    {"pk": "DATASET", "sk": "HEAD", "version": version.version, "revision": revision}
+                ),
+                "ConditionExpression": "revision = :previous" if head else "attribute_not_exists(pk)",
+                **({"ExpressionAttributeValues": dynamo.values(previous=head.revision)} if head else {}),
+            }
             try:
                 self.dynamodb.transact_write_items(
                     TransactItems=[
-                        {
-                            "Put": {
-                                "TableName": self.table,
-                                "Item": dynamo.to_item(
-                                    {"pk": "DATASET", "sk": "HEAD", "version": version.version, "revision": revision}
-                                ),
-                                "ConditionExpression": "revision = :previous" if head else "attribute_not_exists(pk)",
-                                **(
-                                    {"ExpressionAttributeValues": dynamo.values(previous=head.revision)} if head else {}
-                                ),
+                        {"Put": head_put},
+                        *(
+                            {
+                                "Put": {
+                                    "TableName": self.table,
+                                    "Item": dynamo.to_item({"pk": "DATASET", **item}),
+                                    "ConditionExpression": "attribute_not_exists(pk)",
+                                }
                             }
-                        },
-                        {
-                            "Put": {
-                                "TableName": self.table,
-                                "Item": dynamo.to_item(
-                                    {
-                                        "pk": "DATASET",
-                                        "sk": f"VERSION#{version.version}",
-                                        **{k: v for k, v in version.to_dict().items() if k != "dataset_version"},
-                                        "version": version.version,
-                                    }
-                                ),
-                                "ConditionExpression": "attribute_not_exists(pk)",
-                            }
-                        },
+                            for item in new_items
+                        ),
                     ]
                 )
                 return version, True
@@ -252,14 +289,36 @@ class DatasetCatalog:
         raise ConflictError(f"expected to add a dataset part within {MAX_ATTEMPTS} attempts (got: constant races)")
 
     def write_manifests(self, version: DatasetVersion) -> None:
-        """The version's S3 files, derived from its record: safe to write again after a crash."""
+        """The version's S3 files: the previous version's part list plus the part this one added.
+
+        Derived from records, so safe to write again (after a crash between the transaction and
+        these writes, the next call rebuilds whatever is missing, oldest first).
+        """
+        previous: list[dict[str, Any]] = []
+        if version.revision > 1:
+            earlier = version_name(version.revision - 1)
+            try:
+                previous = self.parts(earlier)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] not in ("NoSuchKey", "404"):
+                    raise
+                self.write_manifests(self.get(earlier))
+                previous = self.parts(earlier)
+        added = dynamo.get(self.dynamodb, self.table, "DATASET", f"PART#{version.revision:010d}")
+        if added is None:
+            raise ConflictError(f"expected the part record of {version.version} (got: none)")
+        part = {k: v for k, v in added.items() if k not in ("pk", "sk", "revision")}
+        parts = [*previous, part]
         prefix = f"{VERSIONS}{version.version}/"
         self.s3.put_object(
             Bucket=self.bucket,
             Key=prefix + "manifest.json",
-            Body=json.dumps({**version.to_dict(), "bucket": self.bucket}, indent=2).encode(),
+            Body=json.dumps({**version.to_dict(), "parts": parts, "bucket": self.bucket}, indent=1).encode(),
             ContentType="application/json",
         )
         # SageMaker ManifestFile: a common prefix, then object keys relative to it.
-        channel = [{"prefix": f"s3://{self.bucket}/{PARTS}"}] + [posixpath.basename(p["key"]) for p in version.parts]
+        channel = [{"prefix": f"s3://{self.bucket}/{PARTS}"}] + [posixpath.basename(p["key"]) for p in parts]
         self.s3.put_object(Bucket=self.bucket, Key=prefix + "channel.manifest", Body=json.dumps(channel).encode())
+
+    def _read(self, key: str) -> bytes:
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()

@@ -193,18 +193,10 @@ def build_function(out_dir: Path, name: str) -> PackageSize:
     return _zip(staging, out_dir / f"function-{name}.zip")
 
 
-TRAINING_REQUIREMENTS = (
-    "onnx>=1.17",
-    "onnxscript>=0.5",
-    "onnxruntime>=1.20",
-    "matplotlib>=3.8",
-    "transformers>=4.45",
-    "tokenizers>=0.20",
-)
-"""What the SageMaker PyTorch training image lacks; its toolkit pip-installs requirements.txt."""
-
-
-GPU_SERVING_REQUIREMENTS = ("onnxruntime-gpu>=1.20", "numpy>=1.26", "tokenizers>=0.20")
+# The GPU endpoint's inference image brings Python and numpy's build; these exact versions
+# exist for its platforms (onnxruntime-gpu has no 1.32 yet; 1.30.0 is the broken quantizer
+# release, which serving does not use, but pin past it anyway).
+GPU_SERVING_REQUIREMENTS = ("onnxruntime-gpu==1.31.1", "numpy==2.4.6", "tokenizers==0.23.3")
 SERVING_ENTRY_SOURCE = (
     b"from skiff.serve.sagemaker_handler import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
 )
@@ -212,7 +204,10 @@ SERVING_ENTRY_SOURCE = (
 
 def build_training_source(out_dir: Path) -> Path:
     """``sourcedir.tar.gz`` for script mode: skiff/, training/ and requirements.txt, reproducibly."""
-    return _source_archive(out_dir / "sourcedir.tar.gz", ("skiff", "training"), TRAINING_REQUIREMENTS)
+    from skiff.packaging.lock import read_lock
+
+    # What the training image lacks, exactly as locked; its toolkit pip-installs requirements.txt.
+    return _source_archive(out_dir / "sourcedir.tar.gz", ("skiff", "training"), read_lock())
 
 
 def build_gpu_serving_source(out_dir: Path) -> Path:

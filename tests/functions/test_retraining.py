@@ -24,9 +24,10 @@ from tests.functions.test_inference import Context
 
 TABLE, DATA, ARTIFACTS, PREFIX = "skiff-registry", "skiff-data", "skiff-artifacts", "skiff-test"
 ROLE = "arn:aws:iam::123456789012:role/skiff-sagemaker"
-IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
+IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.10.0-gpu-py313"
 GOOD = {"epochs": 3, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}
 BAD = {**GOOD, "epochs": 1, "learning_rate": 1e-6}
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
 
 @dataclass
@@ -40,6 +41,17 @@ class Retraining:
     def upload(self, name: str, content: bytes) -> tuple[str, int]:
         key = f"incoming/{name}"
         self.s3.put_object(Bucket=DATA, Key=key, Body=content)
+        return key, len(content)
+
+    def upload_multipart(self, name: str, content: bytes) -> tuple[str, int]:
+        """As `aws s3 cp` sends a file of 8 MiB or more: a multipart upload (8 MiB parts)."""
+        from boto3.s3.transfer import TransferConfig
+
+        assert len(content) >= MULTIPART_THRESHOLD
+        key, path = f"incoming/{name}", self.tmp / name
+        path.write_bytes(content)
+        self.s3.upload_file(str(path), DATA, key, Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD))
+        assert "-" in self.s3.head_object(Bucket=DATA, Key=key)["ETag"]  # a multipart ETag: <md5>-<parts>
         return key, len(content)
 
     def trigger(self, *objects: tuple[str, int]) -> dict[str, Any]:
@@ -58,8 +70,8 @@ class Retraining:
 
     def use_hyperparameters(self, values: dict[str, Any]) -> None:
         self.monkeypatch.setenv("SKIFF_HYPERPARAMETERS", json.dumps(values))
-        upload_trigger._scheduler = None
-        training_events._completion = None
+        upload_trigger.scheduler.cache_clear()
+        training_events.completion.cache_clear()
 
     def objects(self, prefix: str) -> list[str]:
         return sorted(o["Key"] for o in self.s3.list_objects_v2(Bucket=DATA, Prefix=prefix).get("Contents", []))
@@ -88,8 +100,9 @@ def retraining(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         "POWERTOOLS_METRICS_NAMESPACE": "SkiffTest",
     }.items():
         monkeypatch.setenv(name, value)
-    upload_trigger._catalog = upload_trigger._scheduler = None
-    training_events._completion = None
+    upload_trigger.catalog.cache_clear()
+    upload_trigger.scheduler.cache_clear()
+    training_events.completion.cache_clear()
     yield Retraining(s3, boto3.client("sagemaker"), Registry(TABLE), tmp_path, monkeypatch)
 
 
@@ -225,7 +238,7 @@ def test_bad_file_is_quarantined_with_a_report_and_trains_nothing(retraining: Re
 
 def test_oversize_file_is_refused_before_reading(retraining: Retraining, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKIFF_MAX_UPLOAD_BYTES", "100")
-    upload_trigger._catalog = None
+    upload_trigger.catalog.cache_clear()
     retraining.trigger(retraining.upload("big.csv", csv_bytes([("x" * 60, "ham"), ("y" * 60, "spam")])))
     report = json.loads(retraining.s3.get_object(Bucket=DATA, Key="rejections/big.csv.json")["Body"].read())
     assert report["reason"].startswith("expected at most 100 bytes (got: ")
@@ -270,6 +283,22 @@ def test_first_good_model_is_promoted_with_lineage(retraining: Retraining, sms_p
     assert production.lineage["training_job"] == f"{PREFIX}-ds-000001"
     assert production.lineage["hyperparameters"]["epochs"] == 3
     assert production.artifact_uri == f"s3://{ARTIFACTS}/models/{outcome['version']}/"
+
+
+@pytest.mark.slow
+def test_a_multipart_upload_trains_and_so_does_the_next_version(
+    retraining: Retraining, sms_parts: list[bytes]
+) -> None:
+    # ≈ 9 MiB, sent in 2 parts; long rows (each text padded with one long word) keep training short.
+    rows = read_csv_bytes(sms_parts[0])
+    padded = [(f"{e.text} {'z' * 2000}", e.label) for e in rows]
+    big = csv_bytes(padded * (MULTIPART_THRESHOLD // len(csv_bytes(padded)) + 1))
+    retraining.trigger(retraining.upload_multipart("big.csv", big))
+    first = retraining.complete(retraining.run_job(retraining.jobs()[-1]))
+    assert first["status"] == "promoted"
+    second = train_version(retraining, sms_parts[1], "next.csv")  # ds-000002 holds the big part too
+    assert second["status"] in ("promoted", "rejected") and second["version"] != first["version"]
+    assert retraining.registry.get(second["version"]).lineage["dataset_version"] == "ds-000002"
 
 
 def test_worse_candidate_is_rejected_and_production_stays(retraining: Retraining, sms_parts: list[bytes]) -> None:

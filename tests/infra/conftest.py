@@ -12,7 +12,7 @@ import pulumi
 import pytest
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
-IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5.1-gpu-py311"
+IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.10.0-gpu-py313"
 
 
 def _arn(service: str, resource: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +154,19 @@ def test_s3_permissions_are_scoped_to_the_stacks_buckets_and_prefixes(stack: Dep
             if not any(a.startswith("s3:") for a in as_list(s["Action"])):
                 continue
             for resource in as_list(s["Resource"]):
-                if resource in bucket_arns:  # bucket-level (ListBucket) must be narrowed by prefix
-                    assert set(as_list(s["Action"])) == {"s3:ListBucket"} and "s3:prefix" in str(s["Condition"])
+                if resource in bucket_arns:  # bucket-level: ListBucket only, narrowed by prefix but for one grant
+                    assert set(as_list(s["Action"])) == {"s3:ListBucket"}, (policy.name, s)
+                    assert "s3:prefix" in str(s.get("Condition")) or policy.name.endswith("upload-trigger-policy")
                 else:
                     bucket, _, key = resource.partition("/")
                     assert bucket in bucket_arns and key.endswith("/*") and len(key) > 2, resource
+
+
+def test_the_upload_trigger_may_list_the_data_bucket_so_a_moved_upload_reads_as_404(stack: Deployed) -> None:
+    data_bucket = stack.named("aws:s3/bucket:Bucket", "data").outputs["arn"]
+    policy = stack.named("aws:iam/rolePolicy:RolePolicy", "upload-trigger-policy")
+    grants = [s for s in statements(policy) if as_list(s["Action"]) == ["s3:ListBucket"]]
+    assert grants == [{"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [data_bucket]}]
 
 
 def test_dynamodb_permissions_name_only_the_registry_table(stack: Deployed) -> None:
@@ -398,3 +407,30 @@ def test_gpu_endpoint_needs_an_inference_image(bundle_dir: Path) -> None:
 
     with pytest.raises(ConfigError, match="expected skiff:gpuInferenceImageUri with skiff:gpuEndpoint true"):
         run_program(bundle_dir, gpu_endpoint=True)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "rule"),
+    [
+        ("", "1 to 40 characters"),
+        ("a" * 41, "1 to 40 characters"),
+        ("my.stack", "only lowercase letters, digits and hyphens"),
+        ("my_stack", "only lowercase letters, digits and hyphens"),
+        ("MyStack", "only lowercase letters, digits and hyphens"),
+        ("1stack", "a lowercase letter first"),
+        ("-stack", "a lowercase letter first"),
+        ("stack-", "no hyphen at the end"),
+    ],
+)
+def test_a_prefix_that_breaks_a_naming_rule_is_refused_at_preview(prefix: str, rule: str) -> None:
+    from infra.settings import StackSettings
+    from skiff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"skiff:prefix should have {rule}.*\(got: {re.escape(repr(prefix))}\)"):
+        StackSettings(prefix=prefix)
+
+
+def test_a_valid_prefix_is_accepted() -> None:
+    from infra.settings import StackSettings
+
+    assert StackSettings(prefix="skiff-prod-2").prefix == "skiff-prod-2"

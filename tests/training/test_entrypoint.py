@@ -60,15 +60,55 @@ def test_sagemaker_own_hyperparameters_are_ignored_and_ours_applied(demo_csv: Pa
     assert load_artifact(tmp_path / "model").manifest["hyperparameters"]["epochs"] == 1
 
 
-def test_unknown_hyperparameter_stops_before_training(demo_csv: Path, tmp_path: Path) -> None:
-    with pytest.raises(Exception, match=r"got unknown: \['epoch'\]"):
-        main(["--train", str(demo_csv), "--model-dir", str(tmp_path), "--epoch", "1"])
+def _fails_with(tmp_path: Path, *argv: str) -> str:
+    """Run main with a failure file; it must fail with exit 2 and return the reason it wrote."""
+    failure = tmp_path / "output" / "failure"
+    assert main([*argv, "--failure-file", str(failure)]) == 2
+    return failure.read_text()
+
+
+def test_unknown_hyperparameter_stops_before_training_with_its_name(demo_csv: Path, tmp_path: Path) -> None:
+    reason = _fails_with(tmp_path, "--train", str(demo_csv), "--model-dir", str(tmp_path), "--epoch", "1")
+    assert reason.startswith("ConfigError: ") and "got unknown: ['epoch']" in reason
+
+
+def test_a_hyperparameter_of_the_wrong_type_is_the_reason(demo_csv: Path, tmp_path: Path) -> None:
+    reason = _fails_with(tmp_path, "--train", str(demo_csv), "--model-dir", str(tmp_path), "--epochs", "many")
+    assert reason == "ConfigError: hyperparameter epochs should be of type int (got: 'many')"
+
+
+def test_hyperparameters_without_values_are_the_reason(demo_csv: Path, tmp_path: Path) -> None:
+    reason = _fails_with(tmp_path, "--train", str(demo_csv), "--model-dir", str(tmp_path), "--epochs")
+    assert reason == "BadArguments: expected hyperparameters as --name value pairs (got: --epochs)"
 
 
 def test_missing_train_channel_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SM_CHANNEL_TRAIN", raising=False)
-    with pytest.raises(SystemExit):
-        main(["--model-dir", str(tmp_path)])
+    reason = _fails_with(tmp_path, "--model-dir", str(tmp_path))
+    assert reason == "BadArguments: expected --train or its SM_ environment variable (got: neither)"
+
+
+def test_an_unexpected_error_still_leaves_a_reason(
+    demo_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("model")
+
+    monkeypatch.setattr(pipeline, "build_artifact", broken)
+    failure = tmp_path / "failure"
+    assert main(["--train", str(demo_csv), "--model-dir", str(tmp_path), "--failure-file", str(failure)]) == 1
+    assert failure.read_text() == "KeyError (unexpected, a defect; the log has the traceback): 'model'"
+
+
+def test_running_out_of_memory_says_what_to_change(
+    demo_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def too_big(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(pipeline, "build_artifact", too_big)
+    reason = _fails_with(tmp_path, "--train", str(demo_csv), "--model-dir", str(tmp_path))
+    assert reason.startswith("OutOfMemory: training ran out of memory on the instance; lower batch_size")
 
 
 def test_int8_disagreement_fails_the_job_loudly(

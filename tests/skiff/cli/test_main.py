@@ -1,24 +1,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from skiff.cli.main import main
+from tests.conftest import predict_in_a_fresh_process
 
 
 def test_predict_never_imports_torch(small_artifact: Path) -> None:
-    code = (
-        "import sys; from skiff.cli.main import main;"
-        f"rc = main(['predict', '--json', '--model', {str(small_artifact)!r}, 'my parcel has not arrived']);"
-        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
-    )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    (answer,) = json.loads(run.stdout)
+    (answer,) = predict_in_a_fresh_process(small_artifact, "my parcel has not arrived")
     assert answer["label"] == "delivery"
     assert set(answer["scores"]) == {"account", "billing", "delivery", "technical"}
     assert sum(answer["scores"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -71,3 +63,18 @@ def test_bad_hyperparameter_syntax_is_explained(
 ) -> None:
     assert main(["train", str(demo_csv), "--out", str(tmp_path), "--hp", "epochs"]) == 2
     assert "expected --hp name=value (got: 'epochs')" in capsys.readouterr().err
+
+
+def test_a_failed_train_keeps_its_job_folder_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,a\n,b\n")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["train", str(bad), "--out", str(tmp_path / "m"), "--json"]) == 2
+    error = capsys.readouterr().err
+    (kept,) = tmp_path.glob("skiff-job-*")
+    assert f"the job's folder is kept: {kept}" in error
+    assert "line 3: empty text" in (kept / "output" / "training.log").read_text()

@@ -25,7 +25,8 @@ def test_function_zip_holds_its_handler_and_skiff_but_not_cli_or_local(tmp_path:
     package = build_function(tmp_path, "inference")
     names = zipfile.ZipFile(package.path).namelist()
     assert "functions/inference/handler.py" in names and "skiff/serve/inference.py" in names
-    assert not any(n.startswith(("skiff/local/", "functions/registry_api/")) or n == "skiff/cli/main.py" for n in names)
+    left_out = ("skiff/local/", "skiff/cli/", "skiff/packaging/", "functions/registry_api/")
+    assert not any(n.startswith(left_out) for n in names)
     assert not any("__pycache__" in n for n in names)
 
 
