@@ -5,7 +5,9 @@
 For each size, a fresh in-process moto account gets a dataset version of that many parts
 (written straight into the catalog's layout), then ``DatasetCatalog.accept_upload`` takes
 ``--uploads`` new small files one after another; the script reports the median and max time of
-one acceptance, the largest DynamoDB item, and the size of the S3 manifest it writes.
+one acceptance, the time to write the head's manifests (once per SQS batch, before the job is
+scheduled: a SageMaker ManifestFile names every part, so that write grows with the dataset),
+the largest DynamoDB item, and the manifest's size.
 """
 
 from __future__ import annotations
@@ -51,11 +53,15 @@ def measure(parts: int, uploads: int) -> dict[str, float]:
             assert outcome.status == "accepted", outcome
         head = catalog.head()
         assert head is not None
+        began = time.perf_counter()
+        catalog.write_manifests(head)  # what the upload trigger does once per SQS batch
+        manifests_seconds = time.perf_counter() - began
         manifest = s3.head_object(Bucket=BUCKET, Key=f"{VERSIONS}{head.version}/manifest.json")["ContentLength"]
         largest_item = max(len(json.dumps(item)) for item in dynamodb.scan(TableName=TABLE)["Items"])
     return {
         "accept_ms_median": round(1000 * statistics.median(seconds), 1),
         "accept_ms_max": round(1000 * max(seconds), 1),
+        "manifests_per_batch_ms": round(1000 * manifests_seconds, 1),
         "largest_dynamodb_item_bytes": largest_item,
         "manifest_bytes": manifest,
     }

@@ -12,9 +12,10 @@ default) and without. Reports samples/s, training seconds, int8 accuracy, and th
 share of the batches (padded positions / all positions of the [rows, longest] blocks): the old
 loop's plain shuffled batches vs this loop's. Run it on an otherwise idle machine.
 
-On a CUDA device it also trains this checkout's transformer with mixed precision off and on
-and prints the share of the device's peak the loop reaches (≈ 6 × parameters FLOPs per token
-for forward + backward).
+Every transformer row also gets the share of the device's peak the loop reaches (≈ 6 ×
+parameters FLOPs per real token, forward + backward; a GPU's peak from its data sheet, a
+CPU's estimated from threads × clock × SIMD lanes × 2 FMA × 2). On a CUDA device it also
+trains this checkout's transformer with mixed precision off and on.
 """
 
 from __future__ import annotations
@@ -90,12 +91,8 @@ def summary(metrics: dict) -> dict:
     }
 
 
-def gpu_section(work: Path, threads: int) -> dict:
-    import torch
-
-    name = torch.cuda.get_device_name(0)
-    peak = next((v for k, v in GPU_PEAK_TFLOPS.items() if k in name), None)
-    section: dict[str, object] = {"device": name, "peak_tflops_bf16_dense": peak}
+def transformer_work() -> tuple[float, float]:
+    """(parameters in the encoder blocks, mean real tokens per sms-spam training text)."""
     from transformers import AutoConfig
 
     from skiff.data.dataset import read_csv
@@ -105,19 +102,55 @@ def gpu_section(work: Path, threads: int) -> dict:
 
     hp = Hyperparameters(model_family="transformer")
     config = AutoConfig.from_pretrained(resolve_base_model(hp))
-    parameters = 12 * config.num_hidden_layers * config.hidden_size**2  # encoder blocks; embeddings are lookups
+    parameters = 12 * config.num_hidden_layers * config.hidden_size**2  # embeddings are lookups, not FLOPs
     featurizer = TokenizerFeaturizer(TokenizerSpec(max_length=hp.max_length), resolve_base_model(hp))
     real_tokens = float(featurizer.encode(read_csv(SMS / "train.csv").texts)["attention_mask"].sum(1).mean())
+    return parameters, real_tokens
+
+
+def device_peak_tflops(threads: int) -> tuple[str, float | None]:
+    """The device and its peak: a GPU's dense bf16 figure from the table, or for a CPU an estimate
+    of threads × clock × FLOPs per cycle (2 FMA units × fp32 lanes × 2)."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        return name, next((v for k, v in GPU_PEAK_TFLOPS.items() if k in name), None)
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    mhz = [float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")]
+    lanes = 16 if "avx512f" in text else 8 if "avx2" in text else 4
+    if not mhz:
+        return "cpu", None
+    return f"cpu ({threads} threads, {lanes} fp32 lanes, {mhz[0]:.0f} MHz)", threads * mhz[0] * 1e6 * lanes * 4 / 1e12
+
+
+def add_share_of_peak(row: dict, work: tuple[float, float], peak: float | None) -> None:
+    """Useful work only (real tokens, not padding): ≈ 6 × parameters FLOPs per token, forward + backward."""
+    parameters, real_tokens = work
+    achieved = row["samples_per_second"] * real_tokens * 6 * parameters / 1e12
+    row["achieved_tflops"] = round(achieved, 4)
+    row["share_of_peak"] = round(achieved / peak, 4) if peak else None
+
+
+def gpu_section(work: Path, threads: int, peak: float | None) -> dict:
+    """On a GPU: this checkout's transformer with mixed precision off and on."""
+    section: dict[str, object] = {}
+    flops = transformer_work()
     for label, mixed in (("fp32", "false"), ("amp", "true")):
         script = ROOT / "training" / "train.py"
-        metrics = train(script, work / f"gpu-{label}", "transformer", threads, mixed_precision=mixed)
-        row = summary(metrics)
-        # Useful work only: real tokens, not padding.
-        achieved = row["samples_per_second"] * real_tokens * 6 * parameters / 1e12
-        row["achieved_tflops"] = round(achieved, 2)
-        row["share_of_peak"] = round(achieved / peak, 4) if peak else None
+        row = summary(train(script, work / f"gpu-{label}", "transformer", threads, mixed_precision=mixed))
+        add_share_of_peak(row, flops, peak)
         section[label] = row
     return section
+
+
+def share_of_peak(result: dict, threads: int) -> None:
+    result["device"], result["peak_tflops"] = device_peak_tflops(threads)
+    if "transformer" in result:
+        flops = transformer_work()
+        for row in result["transformer"].values():
+            if isinstance(row, dict) and "samples_per_second" in row:
+                add_share_of_peak(row, flops, result["peak_tflops"])
 
 
 def main() -> None:
@@ -125,12 +158,19 @@ def main() -> None:
     parser.add_argument("--before", default=BEFORE_REF)
     parser.add_argument("--families", default="bag,transformer")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "training_loop.json"))
+    parser.add_argument("--from-json", help="recompute the derived figures (share of peak) of an earlier run's JSON")
     args = parser.parse_args()
 
     import torch
 
     from training.device import available_cpus
 
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        share_of_peak(result, result["threads"])
+        Path(args.from_json).write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
     threads = available_cpus()
     result: dict[str, object] = {
         "machine": machine(),
@@ -164,8 +204,9 @@ def main() -> None:
                     ),
                 }
                 print(json.dumps({family: result[family]}, indent=2), flush=True)
+            share_of_peak(result, threads)
             if torch.cuda.is_available():
-                result["gpu"] = gpu_section(work, threads)
+                result["gpu"] = gpu_section(work, threads, result["peak_tflops"])  # type: ignore[arg-type]
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before_tree)], cwd=ROOT, check=False)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

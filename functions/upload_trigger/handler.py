@@ -67,6 +67,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         processor.process()
     head = catalog().head()
     if head is not None:
+        catalog().write_manifests(head)  # once per batch: the training channel of what is scheduled
         outcome = scheduler().schedule(head.version, head.revision, catalog().channel_manifest_uri(head.version))
         logger.info("training %s", outcome.status, extra={"dataset_version": head.version, "job": outcome.job_name})
         if outcome.status == "started":

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, FlexibleChecksumError
 
 from skiff import dynamo
 from skiff.aws import LazyClient
@@ -129,9 +129,16 @@ class DatasetCatalog:
         """Whether any version holds a part with these bytes (one read, at any dataset size)."""
         return dynamo.get(self.dynamodb, self.table, "DATASET", f"PARTHASH#{sha256}") is not None
 
-    def parts(self, version: str) -> list[dict[str, Any]]:
-        """The version's parts, oldest first, from its manifest in S3."""
-        return json.loads(self._read(f"{VERSIONS}{version}/manifest.json"))["parts"]
+    def parts(self, version: str, rebuild: bool = True) -> list[dict[str, Any]]:
+        """The version's parts, oldest first, from its manifest in S3 (written first if missing)."""
+        key = f"{VERSIONS}{version}/manifest.json"
+        try:
+            return json.loads(self._read(key))["parts"]
+        except ClientError as exc:
+            if not rebuild or exc.response["Error"]["Code"] not in ("NoSuchKey", "404"):
+                raise
+        self.write_manifests(self.get(version))
+        return json.loads(self._read(key))["parts"]
 
     def channel_manifest_uri(self, version: str) -> str:
         return f"s3://{self.bucket}/{VERSIONS}{version}/channel.manifest"
@@ -169,8 +176,20 @@ class DatasetCatalog:
                     "the function needs s3:GetObject on incoming/* and s3:ListBucket on the bucket"
                 ) from exc
             raise
+        head = self.head()
+        if head is not None and self.has_part(summary.sha256):
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+            return UploadOutcome(key, "duplicate", head.version, head.revision)
         part_key = f"{PARTS}{summary.sha256}.csv"
-        self._copy(key, part_key)
+        try:
+            self._copy(key, part_key)
+            self._read_back(part_key, summary.sha256)
+        except DatasetError as exc:
+            # A stored copy that cannot be read would break this version and every later one
+            # (versions are cumulative): keep the upload in quarantine instead, with the reason.
+            self.s3.delete_object(Bucket=self.bucket, Key=part_key)
+            self._quarantine(key, exc)
+            return UploadOutcome(key, "rejected", reason=exc.reason, problems=[p.to_dict() for p in exc.problems])
         part = {
             "sha256": summary.sha256,
             "key": part_key,
@@ -181,8 +200,6 @@ class DatasetCatalog:
             "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         version, created = self._add_part(part)
-        if created:
-            self.write_manifests(version)
         self.s3.delete_object(Bucket=self.bucket, Key=key)
         return UploadOutcome(key, "accepted" if created else "duplicate", version.version, version.revision)
 
@@ -193,6 +210,22 @@ class DatasetCatalog:
         self.s3.copy_object(
             Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}, ChecksumAlgorithm="CRC32"
         )
+
+    def _read_back(self, part_key: str, sha256: str) -> None:
+        """Read the stored copy as training and the gate will (checksums validated) and compare bytes."""
+        digest = hashlib.sha256()
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=part_key)["Body"]
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                digest.update(chunk)
+        except FlexibleChecksumError as exc:
+            raise DatasetError(
+                part_key, [Problem(f"expected the stored copy to read back with a valid checksum (got: {exc})")]
+            ) from exc
+        if digest.hexdigest() != sha256:
+            raise DatasetError(
+                part_key, [Problem(f"expected the stored copy to hash to {sha256} (got: {digest.hexdigest()})")]
+            )
 
     def _validate(self, key: str, received_size: int | None) -> CsvSummary:
         size = (
@@ -289,36 +322,69 @@ class DatasetCatalog:
         raise ConflictError(f"expected to add a dataset part within {MAX_ATTEMPTS} attempts (got: constant races)")
 
     def write_manifests(self, version: DatasetVersion) -> None:
-        """The version's S3 files: the previous version's part list plus the part this one added.
-
-        Derived from records, so safe to write again (after a crash between the transaction and
-        these writes, the next call rebuilds whatever is missing, oldest first).
+        """The version's S3 files: the newest earlier version's part list that exists in S3, plus
+        the parts added since (``PART#`` records, one query). The upload trigger calls it once per
+        batch for the head before scheduling training, so accepting an upload writes no manifest
+        and costs the same at any dataset size; versions in between get theirs when first read.
         """
-        previous: list[dict[str, Any]] = []
-        if version.revision > 1:
-            earlier = version_name(version.revision - 1)
+        prefix = f"{VERSIONS}{version.version}/"
+        if self._exists(prefix + "channel.manifest"):
+            return  # a version's manifests never change once written (the channel is written last)
+        base, previous = version.revision - 1, []
+        while base >= 1:
             try:
-                previous = self.parts(earlier)
+                previous = self.parts(version_name(base), rebuild=False)
+                break
             except ClientError as exc:
                 if exc.response["Error"]["Code"] not in ("NoSuchKey", "404"):
                     raise
-                self.write_manifests(self.get(earlier))
-                previous = self.parts(earlier)
-        added = dynamo.get(self.dynamodb, self.table, "DATASET", f"PART#{version.revision:010d}")
-        if added is None:
-            raise ConflictError(f"expected the part record of {version.version} (got: none)")
-        part = {k: v for k, v in added.items() if k not in ("pk", "sk", "revision")}
-        parts = [*previous, part]
-        prefix = f"{VERSIONS}{version.version}/"
+                base -= 1
+        added = self._part_records(base + 1, version.revision)
+        if len(added) != version.revision - base:
+            raise ConflictError(
+                f"expected {version.revision - base} part records after {version_name(max(base, 1))} "
+                f"(got: {len(added)})"
+            )
+        parts = [*previous, *added]
         self.s3.put_object(
             Bucket=self.bucket,
             Key=prefix + "manifest.json",
-            Body=json.dumps({**version.to_dict(), "parts": parts, "bucket": self.bucket}, indent=1).encode(),
+            Body=json.dumps({**version.to_dict(), "parts": parts, "bucket": self.bucket}).encode(),
             ContentType="application/json",
         )
         # SageMaker ManifestFile: a common prefix, then object keys relative to it.
         channel = [{"prefix": f"s3://{self.bucket}/{PARTS}"}] + [posixpath.basename(p["key"]) for p in parts]
         self.s3.put_object(Bucket=self.bucket, Key=prefix + "channel.manifest", Body=json.dumps(channel).encode())
+
+    def _part_records(self, first: int, last: int) -> list[dict[str, Any]]:
+        """The parts added by revisions ``first``..``last``, in order."""
+        records: list[dict[str, Any]] = []
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": dynamo.values(
+                pk="DATASET", first=f"PART#{first:010d}", last=f"PART#{last:010d}"
+            ),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.dynamodb.query(**query)
+            records += [
+                {k: v for k, v in dynamo.from_item(item).items() if k not in ("pk", "sk", "revision")}
+                for item in page.get("Items", [])
+            ]
+            if "LastEvaluatedKey" not in page:
+                return records
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return False
+            raise
 
     def _read(self, key: str) -> bytes:
         return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()

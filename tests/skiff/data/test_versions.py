@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -106,10 +107,43 @@ def test_each_version_lists_the_previous_parts_plus_its_own(catalog: DatasetCata
     assert [p["source_key"] for p in catalog.parts("ds-000002")] == [f"{INCOMING}{i}.csv" for i in range(2)]
 
 
-def test_missing_manifests_are_rebuilt_from_the_records(catalog: DatasetCatalog) -> None:
+def test_manifests_are_built_from_the_records_when_first_needed(catalog: DatasetCatalog) -> None:
     for i in range(3):
         catalog.accept_upload(_upload(catalog, f"{i}.csv", f"message {i}"))
-    for version in ("ds-000002", "ds-000003"):  # as if the function died before writing them
-        catalog.s3.delete_object(Bucket=BUCKET, Key=f"{VERSIONS}{version}/manifest.json")
+    assert not catalog._exists(f"{VERSIONS}ds-000003/manifest.json")  # accepting writes none
     catalog.write_manifests(catalog.get("ds-000003"))
-    assert len(catalog.parts("ds-000003")) == 3 and len(catalog.parts("ds-000002")) == 2
+    assert len(json.loads(catalog._read(f"{VERSIONS}ds-000003/channel.manifest"))) == 1 + 3
+    assert len(catalog.parts("ds-000002")) == 2  # an in-between version, built on first read
+
+
+def _upload_multipart(catalog: DatasetCatalog, tmp_path: Path, name: str) -> str:
+    """As `aws s3 cp` sends a file of 8 MiB or more: in 8 MiB parts, with a part-wise checksum."""
+    from boto3.s3.transfer import TransferConfig
+
+    rows = "".join(f"message number {i} about lunch,ham\nwin {i} pounds now,spam\n" for i in range(150_000))
+    path = tmp_path / name
+    path.write_text("text,label\n" + rows)
+    threshold = 8 * 1024 * 1024
+    assert path.stat().st_size > threshold
+    catalog.s3.upload_file(str(path), BUCKET, INCOMING + name, Config=TransferConfig(multipart_threshold=threshold))
+    return INCOMING + name
+
+
+def test_a_multipart_upload_becomes_a_part_that_reads_back(catalog: DatasetCatalog, tmp_path: Path) -> None:
+    outcome = catalog.accept_upload(_upload_multipart(catalog, tmp_path, "big.csv"))
+    assert outcome.status == "accepted"
+    assert sum(1 for _ in catalog.examples("ds-000001")) == 300_000
+
+
+def test_a_stored_copy_that_cannot_be_read_back_is_quarantined_not_versioned(
+    catalog: DatasetCatalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def copy_keeping_the_part_checksum(source: str, target: str) -> None:  # what a plain copy_object does
+        catalog.s3.copy_object(Bucket=BUCKET, Key=target, CopySource={"Bucket": BUCKET, "Key": source})
+
+    monkeypatch.setattr(catalog, "_copy", copy_keeping_the_part_checksum)
+    outcome = catalog.accept_upload(_upload_multipart(catalog, tmp_path, "big.csv"))
+    assert outcome.status == "rejected" and "read back with a valid checksum" in (outcome.reason or "")
+    assert catalog.head() is None
+    listed = catalog.s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    assert sorted(o["Key"] for o in listed) == ["quarantine/big.csv", "rejections/big.csv.json"]
