@@ -66,7 +66,7 @@ TORCH_CHILD = """
 import json, sys, time
 began = time.perf_counter()
 import boto3, torch
-from training.model import BagOfNgrams, WithProbabilities
+from training.families.bag import BagOfNgrams, WithProbabilities
 from skiff.model.features import featurizer_from_spec
 s3 = boto3.client("s3")
 s3.download_file(sys.argv[1], "torch/model.pt", "/tmp/skiff-bench-model.pt")

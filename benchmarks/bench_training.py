@@ -28,7 +28,7 @@ TORCH_SERVE = """
 import sys, time, json
 began = time.perf_counter()
 import torch
-from training.model import BagOfNgrams, WithProbabilities
+from training.families.bag import BagOfNgrams, WithProbabilities
 from skiff.model.features import featurizer_from_spec
 state = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
 spec = json.load(open(sys.argv[2]))
@@ -72,7 +72,7 @@ def main() -> None:
     from skiff.model.features import featurizer_from_spec
     from skiff.model.hyperparameters import Hyperparameters
     from skiff.model.predictor import Predictor, session_options
-    from training.model import WithProbabilities
+    from training.families.bag import WithProbabilities
     from training.pipeline import TrainingData, build_artifact
 
     work = Path(tempfile.mkdtemp(prefix="skiff-bench-"))
@@ -85,7 +85,7 @@ def main() -> None:
 
     checkpoint = sorted(checkpoints.glob("*.pt"))[-1]
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    from training.model import BagOfNgrams
+    from training.families.bag import BagOfNgrams
 
     model = BagOfNgrams(hp.buckets, hp.embedding_dim, 2)
     model.load_state_dict(state["model"])

@@ -107,14 +107,14 @@ def _torch_model(family: str, work: Path, artifact: object, inputs: dict) -> obj
     state = torch.load(sorted((work / family / "ckpt").glob("*.pt"))[-1], map_location="cpu", weights_only=False)
     hp = state["identity"]["hyperparameters"]
     if family == "bag":
-        from training.model import BagOfNgrams
+        from training.families.bag import BagOfNgrams
 
         model = BagOfNgrams(hp["buckets"], hp["embedding_dim"], 2)
     else:
         from transformers import AutoConfig, AutoModel
 
         from skiff.model.hyperparameters import Hyperparameters
-        from training.transformer import TransformerClassifier, resolve_base_model
+        from training.families.transformer import TransformerClassifier, resolve_base_model
 
         base = resolve_base_model(Hyperparameters.from_strings({k: str(v) for k, v in hp.items()}))
         model = TransformerClassifier(
