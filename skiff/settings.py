@@ -33,3 +33,15 @@ def integer(name: str, default: int, env: Mapping[str, str] | None = None, minim
     if value != int(value):
         raise ConfigError(f"expected environment variable {name} to be a whole number (got: {value})")
     return int(value)
+
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def boolean(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
+    raw = (os.environ if env is None else env).get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in TRUE + FALSE:
+        raise ConfigError(f"expected environment variable {name} to be true or false (got: {raw!r})")
+    return raw in TRUE

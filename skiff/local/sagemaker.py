@@ -39,7 +39,10 @@ def _download_channel(s3: Any, source: Mapping[str, Any], target: Path) -> None:
             for page in paginator.paginate(Bucket=bucket, Prefix=key)
             for o in page.get("Contents", [])
         ]
-        prefix = key
+        # Paths are kept from the prefix's last "/" on, as SageMaker does: the prefix
+        # "source/sourcedir.tar.gz" (the network-isolated job's code channel) gives
+        # "<channel>/sourcedir.tar.gz".
+        prefix = key[: key.rfind("/") + 1]
     for object_bucket, object_key in keys:
         path = target / object_key[len(prefix) :].lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -281,7 +281,8 @@ class LocalStack:
         events.put_targets(Rule=names["training_rule"], Targets=[{"Id": "completion", "Arn": events_arn}])
         from skiff.packaging.bundle import build_training_source
 
-        source = build_training_source(self.config.work_dir / "source")
+        # No wheels: the local executor runs training/ from this checkout in this environment.
+        source = build_training_source(self.config.work_dir / "source", target=None)
         s3.upload_file(str(source), names["artifacts_bucket"], "source/sourcedir.tar.gz")
 
     # ---- the moving parts ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ build fails above Lambda's limits instead of failing at deploy time.
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from skiff.errors import ConfigError, SkiffError
+from skiff.packaging.lock import IMAGE, Target
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,12 +204,28 @@ SERVING_ENTRY_SOURCE = (
 )
 
 
-def build_training_source(out_dir: Path) -> Path:
-    """``sourcedir.tar.gz`` for script mode: skiff/, training/ and requirements.txt, reproducibly."""
-    from skiff.packaging.lock import read_lock
+def build_training_source(out_dir: Path, target: Target | None = IMAGE) -> Path:
+    """``sourcedir.tar.gz`` for script mode: skiff/, training/, the locked wheels and requirements.txt.
 
-    # What the training image lacks, exactly as locked; its toolkit pip-installs requirements.txt.
-    return _source_archive(out_dir / "sourcedir.tar.gz", ("skiff", "training"), read_lock())
+    The job's toolkit runs ``pip install -r requirements.txt`` in the extracted folder; the file
+    says ``--no-index`` and finds every package in ``wheels/`` beside it, each pinned and hashed,
+    so the job installs exactly the lock and needs no network (it runs network-isolated).
+    ``target`` chooses the wheels (the training image's Python by default); None leaves them
+    out, for the local stack, whose executor runs training/ in this environment instead.
+    """
+    from skiff.packaging.lock import read_lock, wheels_for
+
+    pins = read_lock()
+    wheels = wheels_for(pins, target) if target is not None else {}
+    lines = [
+        "# The training job's packages, exactly as locked (training/requirements.lock), from the",
+        "# wheels beside this file and never from an index: the job runs without network access.",
+        "--no-index",
+        "--find-links wheels",
+        *(p.line() for p in pins),
+    ]
+    files = {f"wheels/{path.name}": path for path in wheels.values()}
+    return _source_archive(out_dir / "sourcedir.tar.gz", ("skiff", "training"), lines, files=files)
 
 
 def build_gpu_serving_source(out_dir: Path) -> Path:
@@ -218,28 +236,39 @@ def build_gpu_serving_source(out_dir: Path) -> Path:
 
 
 def _source_archive(
-    archive: Path, packages: Sequence[str], requirements: Sequence[str], extra: dict[str, bytes] | None = None
+    archive: Path,
+    packages: Sequence[str],
+    requirements: Sequence[str],
+    extra: dict[str, bytes] | None = None,
+    files: dict[str, Path] | None = None,
 ) -> Path:
+    """A reproducible tar.gz of ``packages``' Python files, requirements.txt, ``extra`` contents and ``files``."""
     import gzip
-    import io
     import tarfile
 
     archive.parent.mkdir(parents=True, exist_ok=True)
-    members: list[tuple[str, bytes]] = [("requirements.txt", ("\n".join(requirements) + "\n").encode())]
+    members: list[tuple[str, bytes | Path]] = [("requirements.txt", ("\n".join(requirements) + "\n").encode())]
     members += sorted((extra or {}).items())
+    members += sorted((files or {}).items())
     for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
-            members.append((str(path.relative_to(ROOT)), path.read_bytes()))
+            members.append((str(path.relative_to(ROOT)), path))
     # gzip stamps its own mtime unless told: 0 keeps the archive (and its deploy hash) reproducible.
     with (
         open(archive, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as compressed,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as compressed,
         tarfile.open(fileobj=compressed, mode="w") as tar,
     ):
-        for name, data in members:
+        for name, content in members:
             info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644  # fixed metadata: stable hash
-            tar.addfile(info, io.BytesIO(data))
+            info.mtime, info.mode = 0, 0o644  # fixed metadata: stable hash
+            if isinstance(content, Path):
+                info.size = content.stat().st_size
+                with open(content, "rb") as stream:
+                    tar.addfile(info, stream)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
     return archive
 
 

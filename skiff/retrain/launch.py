@@ -32,6 +32,10 @@ from skiff.model.hyperparameters import Hyperparameters
 log = logging.getLogger(__name__)
 
 ENTRY_POINT = "training/train.py"
+CODE_CHANNEL = "code"
+CODE_CHANNEL_SOURCE = "/opt/ml/input/data/code/sourcedir.tar.gz"
+"""Where an isolated container finds the source: it cannot fetch sagemaker_submit_directory from
+S3 itself, so (as the SageMaker SDK does) the bundle arrives as the ``code`` input channel."""
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 MAX_ATTEMPTS = 20
 
@@ -54,6 +58,7 @@ class TrainingJobSettings:
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
     tags: Mapping[str, str] = field(default_factory=dict)
     base_model_uri: str | None = None  # s3:// prefix of a Hugging Face model dir (transformer family)
+    network_isolation: bool = True  # the container reaches no network: the bundle carries its wheels
 
     def __post_init__(self) -> None:
         if not self.job_prefix or len(self.job_prefix) > 40:
@@ -84,12 +89,13 @@ class TrainingJobSettings:
             instance_type=e.get("SKIFF_TRAINING_INSTANCE_TYPE") or "ml.g5.xlarge",
             instance_count=env.integer("SKIFF_TRAINING_INSTANCE_COUNT", 1, e, minimum=1),
             volume_gb=env.integer("SKIFF_TRAINING_VOLUME_GB", 30, e, minimum=1),
-            use_spot=(e.get("SKIFF_TRAINING_USE_SPOT") or "true").lower() in ("1", "true", "yes"),
+            use_spot=env.boolean("SKIFF_TRAINING_USE_SPOT", True, e),
             max_runtime_seconds=env.integer("SKIFF_TRAINING_MAX_RUNTIME_SECONDS", 3600, e, minimum=60),
             max_wait_seconds=env.integer("SKIFF_TRAINING_MAX_WAIT_SECONDS", 7200, e, minimum=60),
             hyperparameters=Hyperparameters.from_strings({k: str(v) for k, v in hp_values.items()}),
             tags=json.loads(raw_tags) if raw_tags else {},
             base_model_uri=e.get("SKIFF_BASE_MODEL_URI") or None,
+            network_isolation=env.boolean("SKIFF_TRAINING_NETWORK_ISOLATION", True, e),
         )
 
     def job_name(self, dataset_version: str) -> str:
@@ -130,6 +136,11 @@ def decode_sagemaker_hyperparameters(encoded: Mapping[str, str]) -> dict[str, st
     return decoded
 
 
+def _channel(name: str, uri: str, data_type: str = "S3Prefix", **extra: str) -> dict[str, Any]:
+    source = {"S3DataType": data_type, "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+    return {"ChannelName": name, "DataSource": {"S3DataSource": source}, "InputMode": "File", **extra}
+
+
 def training_job_request(
     settings: TrainingJobSettings, dataset_version: str, channel_manifest_uri: str, region: str
 ) -> dict[str, Any]:
@@ -138,6 +149,11 @@ def training_job_request(
     if settings.use_spot:
         stopping["MaxWaitTimeInSeconds"] = settings.max_wait_seconds
     tags = {"skiff:stack": settings.job_prefix, "skiff:dataset-version": dataset_version, **settings.tags}
+    channels = [_channel("train", channel_manifest_uri, "ManifestFile", ContentType="text/csv")]
+    if settings.base_model_uri and settings.hyperparameters.model_family == "transformer":
+        channels.append(_channel("base_model", settings.base_model_uri))  # train.py reads SM_CHANNEL_BASE_MODEL
+    if settings.network_isolation:
+        channels.append(_channel(CODE_CHANNEL, settings.source_uri))
     return {
         "TrainingJobName": name,
         "AlgorithmSpecification": {"TrainingImage": settings.image_uri, "TrainingInputMode": "File"},
@@ -145,42 +161,12 @@ def training_job_request(
         "HyperParameters": sagemaker_hyperparameters(
             settings.hyperparameters,
             ENTRY_POINT,
-            settings.source_uri,
+            CODE_CHANNEL_SOURCE if settings.network_isolation else settings.source_uri,
             region,
             # torchrun on every instance (SageMaker's torch_distributed) for the encoder family
             distributed=settings.hyperparameters.model_family == "transformer",
         ),
-        "InputDataConfig": [
-            {
-                "ChannelName": "train",
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "ManifestFile",
-                        "S3Uri": channel_manifest_uri,
-                        "S3DataDistributionType": "FullyReplicated",
-                    }
-                },
-                "ContentType": "text/csv",
-                "InputMode": "File",
-            },
-            *(
-                [
-                    {
-                        "ChannelName": "base_model",  # train.py reads SM_CHANNEL_BASE_MODEL
-                        "DataSource": {
-                            "S3DataSource": {
-                                "S3DataType": "S3Prefix",
-                                "S3Uri": settings.base_model_uri,
-                                "S3DataDistributionType": "FullyReplicated",
-                            }
-                        },
-                        "InputMode": "File",
-                    }
-                ]
-                if settings.base_model_uri and settings.hyperparameters.model_family == "transformer"
-                else []
-            ),
-        ],
+        "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath": f"s3://{settings.artifacts_bucket}/jobs/"},
         "ResourceConfig": {
             "InstanceType": settings.instance_type,
@@ -189,6 +175,9 @@ def training_job_request(
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": settings.use_spot,
+        # No network inside the container: it installs the bundle's wheels with no index and
+        # cannot send data anywhere; SageMaker itself still moves channels, checkpoints, output.
+        "EnableNetworkIsolation": settings.network_isolation,
         "CheckpointConfig": {
             "S3Uri": f"s3://{settings.artifacts_bucket}/checkpoints/{name}/",
             "LocalPath": CHECKPOINT_LOCAL_PATH,

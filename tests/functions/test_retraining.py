@@ -147,13 +147,17 @@ def test_upload_starts_exactly_one_job_with_the_full_request(retraining: Retrain
         "LocalPath": "/opt/ml/checkpoints",
     }
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{ARTIFACTS}/jobs/"
-    (channel,) = job["InputDataConfig"]
+    channel, code = job["InputDataConfig"]
     assert channel["ChannelName"] == "train"
     assert channel["DataSource"]["S3DataSource"]["S3DataType"] == "ManifestFile"
     assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{DATA}/datasets/versions/ds-000001/channel.manifest"
     hyperparameters = job["HyperParameters"]
     assert json.loads(hyperparameters["sagemaker_program"]) == "training/train.py"
-    assert json.loads(hyperparameters["sagemaker_submit_directory"]) == f"s3://{ARTIFACTS}/source/sourcedir.tar.gz"
+    # Network-isolated by default: the source arrives as the code channel, not fetched by the container.
+    assert job["EnableNetworkIsolation"] is True
+    assert code["ChannelName"] == "code"
+    assert code["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{ARTIFACTS}/source/sourcedir.tar.gz"
+    assert json.loads(hyperparameters["sagemaker_submit_directory"]) == "/opt/ml/input/data/code/sourcedir.tar.gz"
     assert decode_sagemaker_hyperparameters(hyperparameters)["epochs"] == "3"
     tags = {t["Key"]: t["Value"] for t in retraining.sagemaker.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
     assert tags == {"skiff:stack": PREFIX, "skiff:dataset-version": "ds-000001"}

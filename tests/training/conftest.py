@@ -8,35 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from skiff.data.dataset import read_csv, write_csv
 from tests.conftest import ROOT
+from tests.tiny_encoder import build_tiny_encoder
 
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory, sms_spam: Path) -> Path:
     """A WordPiece tokenizer trained on sms-spam and a 2-layer, 32-wide BERT, saved in HF format."""
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertConfig, BertModel
-
-    directory = tmp_path_factory.mktemp("tiny-encoder")
-    tokenizer = BertWordPieceTokenizer(lowercase=True)
-    tokenizer.train_from_iterator(read_csv(sms_spam / "train.csv").texts, vocab_size=1500, min_frequency=2)
-    tokenizer.save(str(directory / "tokenizer.json"))
-    config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(directory)
-    return directory
+    return build_tiny_encoder(read_csv(sms_spam / "train.csv").texts, tmp_path_factory.mktemp("tiny-encoder"))
 
 
 @pytest.fixture(scope="session")
