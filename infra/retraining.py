@@ -97,6 +97,7 @@ class Retraining(pulumi.ComponentResource):
             "SKIFF_TRAINING_INSTANCE_TYPE": s.training_instance_type,
             "SKIFF_TRAINING_INSTANCE_COUNT": str(s.training_instance_count),
             "SKIFF_TRAINING_USE_SPOT": str(s.use_spot).lower(),
+            "SKIFF_TRAINING_NETWORK_ISOLATION": str(s.training_network_isolation).lower(),
             "SKIFF_TRAINING_MAX_RUNTIME_SECONDS": str(s.max_runtime_seconds),
             "SKIFF_TRAINING_MAX_WAIT_SECONDS": str(s.max_wait_seconds),
             "SKIFF_HYPERPARAMETERS": json.dumps(s.hyperparameters),

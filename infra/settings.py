@@ -26,6 +26,8 @@ class StackSettings:
     max_runtime_seconds: int = 3600
     max_wait_seconds: int = 7200
     training_image_uri: str | None = None
+    training_framework_version: str = "2.10"
+    training_network_isolation: bool = True
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     predict_auth: str = "none"
     inference_memory_mb: int = 1024
@@ -85,26 +87,33 @@ class StackSettings:
         return cls(**values)
 
     def resolve_training_image(self, region: str) -> str:
-        """The configured image, or the PyTorch training DLC for ``region`` from the SageMaker SDK."""
+        """The configured image, or the PyTorch training DLC of ``training_framework_version`` for
+        ``region`` and the instance type (GPU or CPU build), as the SageMaker SDK resolves it (offline)."""
         if self.training_image_uri:
             return self.training_image_uri
+        from sagemaker.core import image_uris  # sagemaker-core: ~3 s to import, needed only here
+
         try:
-            from sagemaker.core import image_uris  # ~1 GB SDK: only needed when no image is configured
-        except ImportError as exc:
-            raise ConfigError(
-                "expected skiff:trainingImageUri to be set, or the sagemaker package to resolve it "
-                "(got: neither); e.g. pulumi config set skiff:trainingImageUri <PyTorch training DLC URI>"
-            ) from exc
-        return str(
-            image_uris.retrieve(
-                framework="pytorch",
-                region=region,
-                version="2.10",  # the newest training DLC; the locked packages need torch >= 2.6
-                py_version="py313",
-                instance_type=self.training_instance_type,
-                image_scope="training",
+            return str(
+                image_uris.retrieve(
+                    framework="pytorch",
+                    region=region,
+                    version=self.training_framework_version,
+                    py_version=TRAINING_PYTHON,
+                    instance_type=self.training_instance_type,
+                    image_scope="training",
+                )
             )
-        )
+        except ValueError as exc:
+            raise ConfigError(
+                f"expected skiff:trainingFrameworkVersion to name a PyTorch training image with "
+                f"{TRAINING_PYTHON} in {region} (got: {self.training_framework_version!r}: {exc}); "
+                f"or set skiff:trainingImageUri"
+            ) from exc
+
+
+TRAINING_PYTHON = "py313"
+"""The image's Python: the source bundle's wheels are built for it (skiff.packaging.lock.IMAGE)."""
 
 
 MAX_PREFIX = 40

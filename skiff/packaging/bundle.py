@@ -10,11 +10,14 @@ build fails above Lambda's limits instead of failing at deploy time.
 from __future__ import annotations
 
 import fnmatch
+import gzip
+import hashlib
 import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -243,16 +246,21 @@ def _source_archive(
     files: dict[str, Path] | None = None,
 ) -> Path:
     """A reproducible tar.gz of ``packages``' Python files, requirements.txt, ``extra`` contents and ``files``."""
-    import gzip
-    import tarfile
-
     archive.parent.mkdir(parents=True, exist_ok=True)
     members: list[tuple[str, bytes | Path]] = [("requirements.txt", ("\n".join(requirements) + "\n").encode())]
     members += sorted((extra or {}).items())
     members += sorted((files or {}).items())
     for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
-            members.append((str(path.relative_to(ROOT)), path))
+            members.append((str(path.relative_to(ROOT)), path.read_bytes()))
+    # Rebuilding ~100 MB of wheels into the same bytes takes seconds: reuse an archive of the same inputs.
+    inputs = hashlib.sha256()
+    for name, content in members:
+        described = f"{content.stat().st_size}:{content.stat().st_mtime_ns}" if isinstance(content, Path) else content
+        inputs.update(name.encode() + b"\0" + (described.encode() if isinstance(described, str) else described))
+    stamp = archive.with_name(archive.name + ".inputs")
+    if archive.is_file() and stamp.is_file() and stamp.read_text() == inputs.hexdigest():
+        return archive
     # gzip stamps its own mtime unless told: 0 keeps the archive (and its deploy hash) reproducible.
     with (
         open(archive, "wb") as raw,
@@ -269,6 +277,7 @@ def _source_archive(
             else:
                 info.size = len(content)
                 tar.addfile(info, io.BytesIO(content))
+    stamp.write_text(inputs.hexdigest())
     return archive
 
 

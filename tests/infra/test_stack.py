@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 from infra.monitoring import alarm_event_pattern
 from skiff.retrain.launch import training_event_pattern
-from tests.infra.conftest import Deployed, Resource, run_program
+from tests.infra.conftest import IMAGE, REGION, Deployed, Resource, run_program
 
 ALLOWED_STAR_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
 
@@ -248,6 +249,42 @@ def test_training_source_bundle_is_uploaded(stack: Deployed) -> None:
 def test_spot_training_is_configurable(bundle_dir: Path, use_spot: bool) -> None:
     stack = run_program(bundle_dir, use_spot=use_spot)
     assert env(stack, "upload-trigger")["SKIFF_TRAINING_USE_SPOT"] == str(use_spot).lower()
+
+
+def test_training_jobs_are_network_isolated_by_default(stack: Deployed) -> None:
+    assert env(stack, "upload-trigger")["SKIFF_TRAINING_NETWORK_ISOLATION"] == "true"
+    assert env(stack, "training-events")["SKIFF_TRAINING_NETWORK_ISOLATION"] == "true"
+
+
+def test_network_isolation_can_be_turned_off(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, training_network_isolation=False)
+    assert env(stack, "upload-trigger")["SKIFF_TRAINING_NETWORK_ISOLATION"] == "false"
+
+
+def test_an_explicit_training_image_wins(stack: Deployed) -> None:
+    assert env(stack, "upload-trigger")["SKIFF_TRAINING_IMAGE_URI"] == IMAGE
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "build"), [("ml.g5.xlarge", "gpu"), ("ml.m5.xlarge", "cpu")], ids=["gpu", "cpu"]
+)
+def test_without_an_image_the_newest_training_dlc_is_resolved_for_the_region(
+    bundle_dir: Path, instance_type: str, build: str
+) -> None:
+    stack = run_program(bundle_dir, training_image_uri=None, training_instance_type=instance_type)
+    image = f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch-training:2.10-{build}-py313"
+    assert env(stack, "upload-trigger")["SKIFF_TRAINING_IMAGE_URI"] == image
+    role_policy = json.dumps([r.inputs for r in stack.of_type("aws:iam/rolePolicy:RolePolicy")])
+    assert f"arn:aws:ecr:{REGION}:763104351884:repository/pytorch-training" in role_policy
+
+
+def test_a_framework_version_without_a_python_313_image_is_refused_at_preview() -> None:
+    from infra.settings import StackSettings
+    from skiff.errors import ConfigError
+
+    settings = StackSettings(prefix="skiff-test", training_framework_version="2.5")
+    with pytest.raises(ConfigError, match=r"skiff:trainingFrameworkVersion .* py313 .* \(got: '2.5'"):
+        settings.resolve_training_image(REGION)
 
 
 # ---- serving ----------------------------------------------------------------------------
