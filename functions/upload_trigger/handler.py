@@ -56,7 +56,7 @@ def handle_record(record: SQSRecord) -> None:
             logger.warning("ignoring an object in another bucket", extra={"bucket": bucket, "key": key})
             continue
         outcome = catalog().accept_upload(key, s3_record.s3.get_object.size)
-        logger.info("upload %s", outcome.status, extra={"key": key, "outcome": vars(outcome)})
+        logger.info("upload %s", outcome.status, extra=outcome.log_fields())
         metrics.add_metric(name=f"Uploads_{outcome.status}", unit=MetricUnit.Count, value=1)
 
 

@@ -56,6 +56,17 @@ class UploadOutcome:
     reason: str | None = None
     problems: list[dict[str, Any]] = field(default_factory=list)
 
+    def log_fields(self) -> dict[str, Any]:
+        """What may be logged: no reason or problem text, which can quote the uploaded data."""
+        return {
+            "key": self.key,
+            "status": self.status,
+            "dataset_version": self.dataset_version,
+            "revision": self.revision,
+            "problem_count": len(self.problems),
+            "problem_lines": [p.get("line") for p in self.problems],
+        }
+
 
 @dataclass(frozen=True)
 class DatasetVersion:
@@ -98,8 +109,11 @@ def version_name(revision: int) -> str:
 
 
 def upload_name(key: str) -> str:
-    """``incoming/team/a.csv`` -> ``team/a.csv``: where it goes under quarantine/ and rejections/."""
-    return key[len(INCOMING) :] if key.startswith(INCOMING) else key
+    """``incoming/team/a.csv`` -> ``team/a.csv``: where it goes under quarantine/ and rejections/.
+
+    A key ending in "/" loses it (``incoming/team/`` -> ``team``), so its report is ``team.json``."""
+    name = key[len(INCOMING) :] if key.startswith(INCOMING) else key
+    return name.rstrip("/") or "unnamed"
 
 
 class DatasetCatalog:
@@ -156,9 +170,11 @@ class DatasetCatalog:
 
     # ---- accepting uploads ---------------------------------------------------------------
     def accept_upload(self, key: str, received_size: int | None = None) -> UploadOutcome:
-        if not key.startswith(INCOMING) or key.endswith("/"):
+        if not key.startswith(INCOMING):
             return UploadOutcome(key, "ignored", reason=f"expected a key under {INCOMING} (got: {key!r})")
         try:
+            if key.endswith("/"):
+                return self._folder_key(key, received_size)
             summary = self._validate(key, received_size)
         except DatasetError as exc:
             self._quarantine(key, exc)
@@ -227,12 +243,22 @@ class DatasetCatalog:
                 part_key, [Problem(f"expected the stored copy to hash to {sha256} (got: {digest.hexdigest()})")]
             )
 
+    def _folder_key(self, key: str, received_size: int | None) -> UploadOutcome:
+        """An empty key ending in "/" is a console's folder marker; one with content is a file
+        without a name: rejected like any bad upload, so it does not sit in incoming/ unexplained."""
+        size = self._size(key, received_size)
+        if size == 0:
+            return UploadOutcome(key, "ignored", reason="a folder marker (empty, its key ends in '/')")
+        problem = f"expected a file name after the last '/' (got: a key ending in '/', {size} bytes)"
+        raise DatasetError(key, [Problem(problem)])
+
+    def _size(self, key: str, received_size: int | None) -> int:
+        if received_size is not None:
+            return received_size
+        return int(self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+
     def _validate(self, key: str, received_size: int | None) -> CsvSummary:
-        size = (
-            received_size
-            if received_size is not None
-            else self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
-        )
+        size = self._size(key, received_size)
         if size > self.limits.max_bytes:
             # Refuse before reading a byte: the size alone decides.
             raise DatasetError(key, [Problem(f"expected at most {self.limits.max_bytes} bytes (got: {size})")])
@@ -259,7 +285,9 @@ class DatasetCatalog:
             ContentType="application/json",
         )
         self.s3.delete_object(Bucket=self.bucket, Key=key)
-        log.warning("upload rejected: %s", error, extra={"key": key, "problems": error.to_dict()["problems"]})
+        # Line numbers only: problem messages can quote the upload (a headerless file's first row).
+        lines = [p.line for p in error.problems]
+        log.warning("upload rejected", extra={"key": key, "report": f"{REJECTIONS}{name}.json", "problem_lines": lines})
 
     def _add_part(self, part: dict[str, Any]) -> tuple[DatasetVersion, bool]:
         """Make a new version with ``part`` unless some version already has it. Atomic, retried on races.

@@ -22,6 +22,26 @@ FAMILY_DEFAULTS = {
 }
 
 
+BOUNDS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 1000),
+    "batch_size": (1, 65536),
+    "learning_rate": (1e-7, 10.0),
+    "embedding_dim": (1, 4096),
+    "dropout": (0.0, 1.0),
+    "buckets": (2, 1 << 24),
+    "word_ngrams": (1, 5),
+    "max_features": (1, 100_000),
+    "eval_fraction": (0.0, 1.0),
+    "seed": (0, 2**32 - 1),
+    "min_parity_agreement": (0.0, 1.0),
+    "max_length": (2, 4096),
+    "gradient_accumulation_steps": (1, 1024),
+}
+"""Inclusive ranges, checked (NaN and infinities refused) wherever hyperparameters enter: the CLI,
+the stack's config, the job launcher and the job itself all build this class."""
+MAX_TABLE_WEIGHTS = 1 << 28  # float32: 1 GiB
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     """None for ``epochs`` / ``learning_rate`` means the model family's default (FAMILY_DEFAULTS).
@@ -56,21 +76,21 @@ class Hyperparameters:
         for name, default in FAMILY_DEFAULTS[self.model_family].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)  # frozen: resolved once, at construction
-        if self.gradient_accumulation_steps < 1:
-            raise ConfigError(f"gradient_accumulation_steps should be >= 1 (got: {self.gradient_accumulation_steps})")
-        if not 2 <= self.max_length <= 4096:
-            raise ConfigError(f"max_length should be between 2 and 4096 (got: {self.max_length})")
-        for name in ("epochs", "batch_size", "embedding_dim"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} should be >= 1 (got: {getattr(self, name)})")
-        if self.learning_rate is not None and self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate should be > 0 (got: {self.learning_rate})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout should be in [0, 1) (got: {self.dropout})")
-        if not 0.0 <= self.min_parity_agreement <= 1.0:
-            raise ConfigError(f"min_parity_agreement should be in [0, 1] (got: {self.min_parity_agreement})")
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction should be between 0 and 1 (got: {self.eval_fraction})")
+        for name, (low, high) in BOUNDS.items():
+            value = getattr(self, name)
+            # Written so that NaN fails too: every comparison with NaN is false.
+            if value is not None and not (low <= value <= high and value == value):
+                raise ConfigError(f"{name} should be between {_show(low)} and {_show(high)} (got: {value!r})")
+        for name in ("dropout", "eval_fraction"):  # open at the top: 1.0 drops or holds out everything
+            if getattr(self, name) >= 1.0:
+                raise ConfigError(f"{name} should be below 1 (got: {getattr(self, name)!r})")
+        if self.eval_fraction <= 0.0:
+            raise ConfigError(f"eval_fraction should be above 0 (got: {self.eval_fraction!r})")
+        if self.buckets * self.embedding_dim > MAX_TABLE_WEIGHTS:
+            raise ConfigError(
+                f"buckets × embedding_dim should be at most {MAX_TABLE_WEIGHTS:,} (a 1 GiB table) "
+                f"(got: {self.buckets:,} × {self.embedding_dim:,})"
+            )
         self.preprocessing()  # validates buckets, n-gram settings
 
     def preprocessing(self) -> HashedNgramSpec:
@@ -113,6 +133,10 @@ class Hyperparameters:
             except ValueError as exc:
                 raise ConfigError(f"hyperparameter {name} should be of type {kind} (got: {raw!r})") from exc
         return cls(**parsed)
+
+
+def _show(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 def _parse_range(text: str) -> tuple[int, int] | None:

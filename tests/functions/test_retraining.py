@@ -240,6 +240,35 @@ def test_bad_file_is_quarantined_with_a_report_and_trains_nothing(retraining: Re
     assert retraining.objects("incoming/") == [] and retraining.jobs() == []
 
 
+def test_a_non_empty_key_ending_in_a_slash_is_rejected_not_left_in_incoming(retraining: Retraining) -> None:
+    retraining.trigger(retraining.upload("team/", b"text,label\nhi,ham\nwin,spam\n"))
+    report = json.loads(retraining.s3.get_object(Bucket=DATA, Key="rejections/team.json")["Body"].read())
+    assert report["reason"] == "expected a file name after the last '/' (got: a key ending in '/', 27 bytes)"
+    assert retraining.objects("quarantine/") == ["quarantine/team"]
+    assert retraining.objects("incoming/") == [] and retraining.jobs() == []
+
+
+def test_an_empty_folder_marker_is_ignored(retraining: Retraining) -> None:
+    assert retraining.trigger(retraining.upload("team/", b"")) == {"batchItemFailures": []}
+    assert retraining.objects("quarantine/") == [] and retraining.jobs() == []
+
+
+def test_no_log_line_quotes_uploaded_text(
+    retraining: Retraining, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "my card number is 4111 1111"
+    caplog.set_level("INFO")  # the functions' level (botocore's DEBUG logs request bodies by design)
+    headerless = f"{secret},ham\nsecond row,spam\n".encode()
+    bad_row = f"text,label\nfine,ham\n{secret} " + "x" * 6000 + ",spam\n"
+    retraining.trigger(retraining.upload("headerless.csv", headerless), retraining.upload("long.csv", bad_row.encode()))
+    report = json.loads(retraining.s3.get_object(Bucket=DATA, Key="rejections/headerless.csv.json")["Body"].read())
+    assert secret in json.dumps(report)  # the rejection report may quote the user's own data
+    logged = capsys.readouterr()
+    records = "\n".join(r.getMessage() + json.dumps(vars(r), default=str) for r in caplog.records)
+    everything = logged.out + logged.err + records
+    assert "rejected" in everything and secret not in everything and "4111" not in everything
+
+
 def test_oversize_file_is_refused_before_reading(retraining: Retraining, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKIFF_MAX_UPLOAD_BYTES", "100")
     upload_trigger.catalog.cache_clear()

@@ -65,6 +65,14 @@ def test_bad_hyperparameter_syntax_is_explained(
     assert "expected --hp name=value (got: 'epochs')" in capsys.readouterr().err
 
 
+def test_an_out_of_range_hyperparameter_is_refused_before_training_starts(
+    demo_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(demo_csv), "--out", str(tmp_path / "m"), "--hp", "learning_rate=nan"]) == 2
+    assert "learning_rate should be between 1e-07 and 10 (got: nan)" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_failed_train_keeps_its_job_folder_and_names_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,9 +24,39 @@ def test_wrong_type_names_the_value() -> None:
         Hyperparameters.from_strings({"epochs": "three"})
 
 
-def test_out_of_range_value_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"batch_size should be >= 1 \(got: 0\)"):
+def test_out_of_range_value_is_refused_with_the_range() -> None:
+    with pytest.raises(ConfigError, match=r"batch_size should be between 1 and 65536 \(got: 0\)"):
         Hyperparameters(batch_size=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "message"),
+    [
+        ("epochs", "1000000000", r"epochs should be between 1 and 1000 \(got: 1000000000\)"),
+        ("buckets", "99999999999", r"buckets should be between 2 and 16777216 \(got: 99999999999\)"),
+        ("embedding_dim", "100000000", r"embedding_dim should be between 1 and 4096 \(got: 100000000\)"),
+        ("learning_rate", "nan", r"learning_rate should be between 1e-07 and 10 \(got: nan\)"),
+        ("learning_rate", "inf", r"learning_rate should be between 1e-07 and 10 \(got: inf\)"),
+        ("dropout", "nan", r"dropout should be between 0 and 1 \(got: nan\)"),
+        ("dropout", "1.0", r"dropout should be below 1 \(got: 1.0\)"),
+        ("min_parity_agreement", "-0.5", r"min_parity_agreement should be between 0 and 1 \(got: -0.5\)"),
+    ],
+)
+def test_unbounded_or_non_finite_values_are_refused_before_any_job(name: str, raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Hyperparameters.from_strings({name: raw})
+
+
+def test_a_table_too_large_to_train_is_refused_though_each_factor_is_in_range() -> None:
+    with pytest.raises(ConfigError, match=r"buckets × embedding_dim should be at most 268,435,456"):
+        Hyperparameters(buckets=1 << 24, embedding_dim=4096)
+
+
+def test_the_stack_config_refuses_an_out_of_range_hyperparameter_at_preview() -> None:
+    from infra.settings import StackSettings
+
+    with pytest.raises(ConfigError, match=r"epochs should be between 1 and 1000"):
+        StackSettings(prefix="skiff-test", hyperparameters={"epochs": 10**9})
 
 
 def test_char_ngram_range_is_parsed() -> None:
@@ -65,5 +95,5 @@ def test_transformer_jobs_get_torchrun_and_the_base_model_channel() -> None:
 
 def test_bag_jobs_have_neither() -> None:
     request = _job_request("bag")
-    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["train"]
+    assert "base_model" not in [c["ChannelName"] for c in request["InputDataConfig"]]
     assert "sagemaker_torch_distributed_enabled" not in request["HyperParameters"]
