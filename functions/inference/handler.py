@@ -14,15 +14,22 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skiff.errors import RequestError
-from skiff.serve.http import ErrorBody, install_error_handlers, require_json
+from skiff.serve.http import (
+    ErrorBody,
+    install_error_handlers,
+    normalize_event,
+    parse_json_body,
+    require_json,
+    valid_unicode,
+)
 from skiff.serve.inference import ModelServer, ServingSettings
 
 logger = Logger(service="skiff-inference")
 metrics = Metrics(namespace="Skiff", service="inference")
-app = APIGatewayHttpResolver(enable_validation=True)
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=parse_json_body)
 install_error_handlers(app, metrics)
 
 
@@ -38,6 +45,16 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     text: str | None = Field(default=None, description="one text to classify")
     texts: list[str] | None = Field(default=None, description="several texts to classify")
+
+    @field_validator("text")
+    @classmethod
+    def _text_is_unicode(cls, text: str | None) -> str | None:
+        return None if text is None else valid_unicode(text)
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_are_unicode(cls, texts: list[str] | None) -> list[str] | None:
+        return None if texts is None else [valid_unicode(t) for t in texts]
 
 
 class Prediction(BaseModel):
@@ -86,4 +103,4 @@ app.use(middlewares=[require_json])
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return app.resolve(normalize_event(event), context)

@@ -35,11 +35,11 @@ from skiff.aws import client
 from skiff.errors import RequestError
 from skiff.registry.table import AliasChange, Registry
 from skiff.serve.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
-from skiff.serve.http import ErrorBody, install_error_handlers, require_json
+from skiff.serve.http import ErrorBody, install_error_handlers, normalize_event, parse_json_body, require_json
 
 logger = Logger(service="skiff-registry-api")
 metrics = Metrics(namespace="Skiff", service="registry-api")
-app = APIGatewayHttpResolver(enable_validation=True)
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=parse_json_body)
 error_response = install_error_handlers(app, metrics)
 app.use(middlewares=[require_json])
 
@@ -211,4 +211,4 @@ def _idempotency_key() -> str | None:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     IDEMPOTENCY.register_lambda_context(context)  # in-progress records expire with the invocation
-    return app.resolve(event, context)
+    return app.resolve(normalize_event(event), context)

@@ -7,7 +7,8 @@ a 4xx with a message that says what was expected; only our own faults are 5xx.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -24,12 +25,72 @@ from skiff.errors import (
     ModelUnavailableError,
     NotFoundError,
     NothingInProductionError,
+    PayloadTooLargeError,
     RegistryError,
     RequestError,
     UnsupportedMediaTypeError,
 )
 
 RETRY_AFTER_SECONDS = 30
+
+# Limits applied while parsing a body, before any schema sees it: every request these APIs
+# accept is a flat object holding strings or one list of strings.
+MAX_BODY_CHARS = 4 * 1024 * 1024  # 64 texts × 5,000 characters, even if every one is a \uXXXX escape pair
+MAX_DEPTH = 16
+MAX_NUMBER_DIGITS = 30
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def parse_json_body(body: str) -> Any:
+    """``json.loads`` with limits on size, nesting and number length; only standard JSON.
+
+    Python's parser would otherwise recurse until RecursionError on deep nesting, spend
+    seconds on (and then refuse) a number of thousands of digits, and accept NaN.
+    """
+    if len(body) > MAX_BODY_CHARS:
+        raise PayloadTooLargeError(f"expected a body of at most {MAX_BODY_CHARS} characters (got: {len(body)})")
+    if body.count("[") + body.count("{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
+        raise RequestError(f"expected JSON nested at most {MAX_DEPTH} levels deep (got: deeper)")
+
+    def bounded_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_NUMBER_DIGITS:
+            raise RequestError(f"expected numbers of at most {MAX_NUMBER_DIGITS} digits (got: {len(digits)})")
+        return int(digits)
+
+    def refuse_constant(name: str) -> None:
+        raise RequestError(f"expected standard JSON (got: {name}, which JSON does not have)")
+
+    return json.loads(body, parse_int=bounded_int, parse_constant=refuse_constant)
+
+
+def _depth(body: str) -> int:
+    deepest = depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", body)):  # brackets inside strings do not nest
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def normalize_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The event with its media type lower-cased: ``APPLICATION/JSON`` is ``application/json``
+    (RFC 9110), but the resolver compares it case-sensitively."""
+    headers = dict(event.get("headers") or {})
+    content_type = headers.get("content-type")
+    if content_type:
+        media, separator, parameters = content_type.partition(";")
+        headers["content-type"] = media.strip().lower() + separator + parameters
+    return {**event, "headers": headers}
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with lone surrogates (legal in a JSON string, not in Unicode) as U+FFFD, which
+    every featurizer and tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class ErrorDetail(BaseModel):
@@ -104,6 +165,12 @@ def install_error_handlers(app: APIGatewayHttpResolver, metrics: Metrics | None 
     def unsupported_content_type(exc: RequestUnsupportedContentType) -> Response:
         media = _not_json(app.current_event)
         return error_response(415, "unsupported_media_type", str(media or exc))
+
+    @app.exception_handler(UnicodeDecodeError)
+    def not_utf8(exc: UnicodeDecodeError) -> Response:
+        if (media := _not_json(app.current_event)) is not None:
+            return error_response(415, "unsupported_media_type", str(media))
+        return error_response(400, "invalid_request", f"expected a UTF-8 body (got: invalid byte at {exc.start})")
 
     @app.exception_handler(RequestError)
     def client_error(exc: RequestError) -> Response:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -146,6 +147,53 @@ def test_too_long_text_is_413(serving: str) -> None:
 def test_limits_are_configurable(serving: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKIFF_MAX_TEXTS", "2")
     assert predict({"texts": ["a", "b", "c"]})[0] == 413
+
+
+def binary_body(raw: bytes, content_type: str | None = "application/json") -> dict[str, Any]:
+    """As API Gateway passes a body that is not valid UTF-8: base64, flagged."""
+    event = http_event("POST", "/predict", "", content_type=content_type)
+    event["body"], event["isBase64Encoded"] = base64.b64encode(raw).decode(), True
+    return event
+
+
+def test_a_body_that_is_not_utf8_is_400() -> None:
+    status, body, _ = call(binary_body(b"\xff\xfe"))
+    assert (status, body["error"]["message"]) == (400, "expected a UTF-8 body (got: invalid byte at 0)")
+
+
+def test_a_binary_body_without_content_type_is_415() -> None:
+    status, body, _ = call(binary_body(b"\xff\xfe", content_type=None))
+    assert status == 415 and body["error"]["code"] == "unsupported_media_type"
+
+
+def test_ten_thousand_nested_brackets_are_400_not_a_recursion_error() -> None:
+    status, body, _ = predict("[" * 10_000)
+    assert (status, body["error"]["message"]) == (400, "expected JSON nested at most 16 levels deep (got: deeper)")
+
+
+def test_a_five_thousand_digit_number_is_400() -> None:
+    status, body, _ = predict('{"text": ' + "9" * 5000 + "}")
+    assert (status, body["error"]["message"]) == (400, "expected numbers of at most 30 digits (got: 5000)")
+
+
+def test_nan_is_not_json() -> None:
+    status, body, _ = predict('{"text": NaN}')
+    assert (status, body["error"]["message"]) == (400, "expected standard JSON (got: NaN, which JSON does not have)")
+
+
+def test_a_body_above_the_size_limit_is_413() -> None:
+    status, body, _ = predict({"text": "x" * (4 * 1024 * 1024)})
+    assert status == 413 and body["error"]["message"].startswith("expected a body of at most 4194304 characters")
+
+
+def test_a_lone_surrogate_is_read_as_a_replacement_character_and_answered(serving: str) -> None:
+    status, body, _ = predict('{"texts": ["my parcel \\ud800 never came"]}')
+    assert status == 200 and body["model_version"] == serving
+
+
+def test_media_types_are_case_insensitive(serving: str) -> None:
+    status, _, _ = predict({"text": "hello"}, content_type="APPLICATION/JSON; charset=UTF-8")
+    assert status == 200
 
 
 def test_not_json_is_415(serving: str) -> None:

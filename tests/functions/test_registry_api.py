@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -92,6 +93,26 @@ def test_promote_without_reason_is_400(versions: list[str]) -> None:
 def test_promote_with_non_json_body_is_415(versions: list[str]) -> None:
     status, body = call("POST", f"/models/{versions[0]}/promote", "reason=x", content_type="text/plain")
     assert (status, body["error"]["message"]) == (415, "expected content-type application/json (got: text/plain)")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("[" * 10_000, "expected JSON nested at most 16 levels deep (got: deeper)"),
+        ('{"reason": ' + "1" * 5000 + "}", "expected numbers of at most 30 digits (got: 5000)"),
+    ],
+    ids=["deep", "long-number"],
+)
+def test_hostile_promote_bodies_are_400(versions: list[str], raw: str, message: str) -> None:
+    status, body = call("POST", f"/models/{versions[0]}/promote", raw)
+    assert (status, body["error"]["message"]) == (400, message)
+
+
+def test_a_promote_body_that_is_not_utf8_is_400(versions: list[str]) -> None:
+    event = http_event("POST", f"/models/{versions[0]}/promote", "", iam_user_arn=ADMIN)
+    event["body"], event["isBase64Encoded"] = base64.b64encode(b'{"reason": "\xff"}').decode(), True
+    response = handler.lambda_handler(event, Context())
+    assert response["statusCode"] == 400 and "UTF-8" in json.loads(response["body"])["error"]["message"]
 
 
 def test_promoting_a_rejected_version_is_409_with_the_reason(stack: Stack, versions: list[str]) -> None:
