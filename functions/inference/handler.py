@@ -14,9 +14,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from skiff.errors import RequestError
 from skiff.serve.http import (
     ErrorBody,
     install_error_handlers,
@@ -39,12 +38,41 @@ def server() -> ModelServer:
     return ModelServer(ServingSettings.from_env())
 
 
-class PredictRequest(BaseModel):
-    """Either one ``text`` or a list of ``texts``."""
+MAX_DOCUMENTED_TEXTS, MAX_DOCUMENTED_CHARS = 64, 5000  # ServingSettings' defaults
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-    text: str | None = Field(default=None, description="one text to classify")
-    texts: list[str] | None = Field(default=None, description="several texts to classify")
+
+def _predict_schema(schema: dict[str, Any]) -> None:
+    """The schema of what the validator below accepts: one non-null field of the two, a
+    non-empty list, and the default limits (the server answers 413 above its own)."""
+    text = {"type": "string", "maxLength": MAX_DOCUMENTED_CHARS}
+    schema["properties"]["text"] = {**text, "description": "one text to classify"}
+    schema["properties"]["texts"] = {
+        "type": "array",
+        "items": text,
+        "minItems": 1,
+        "maxItems": MAX_DOCUMENTED_TEXTS,
+        "description": "several texts to classify",
+    }
+    schema["oneOf"] = [{"required": ["text"]}, {"required": ["texts"]}]
+
+
+class PredictRequest(BaseModel):
+    """Either one ``text`` or a non-empty list of ``texts``, never both."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_predict_schema)
+    text: str | None = None
+    texts: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        given = [name for name in ("text", "texts") if name in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one of 'text' or 'texts' (got: {'both' if given else 'neither'})")
+        if getattr(self, given[0]) is None:
+            raise ValueError(f"expected {given[0]} to be a {'string' if given[0] == 'text' else 'list'} (got: null)")
+        if self.texts is not None and not self.texts:
+            raise ValueError("expected at least one text (got: an empty list)")
+        return self
 
     @field_validator("text")
     @classmethod
@@ -82,10 +110,6 @@ class PredictResponse(BaseModel):
     },
 )
 def predict(request: PredictRequest) -> PredictResponse:
-    if (request.text is None) == (request.texts is None):
-        raise RequestError(
-            "expected exactly one of 'text' or 'texts' (got: " + ("both" if request.text else "neither") + ")"
-        )
     texts = [request.text] if request.text is not None else list(request.texts or [])
     began = time.perf_counter()
     answer = server().predict(texts)

@@ -150,18 +150,27 @@ class ProductionBody(BaseModel):
     history: list[AliasChange]
 
 
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/json": {"model": ErrorBody}}}
-    for code, text in {
-        400: "invalid input",
-        404: "unknown version or route",
-        409: "the registry's state forbids it",
-        415: "body is not JSON",
-    }.items()
+    400: _json(ErrorBody, "invalid input"),
+    404: _json(ErrorBody, "unknown version or route"),
+    409: _json(ErrorBody, "the registry's state forbids it"),
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    413: _json(ErrorBody, "body too large"),
+    415: _json(ErrorBody, "body is not JSON"),
 }
 
 
-@app.get("/models", summary="List model versions, newest first", responses=ERRORS)
+@app.get(
+    "/models",
+    summary="List model versions, newest first",
+    responses={200: _json(ModelPage, "one page of versions"), **ERRORS},
+)
 def list_models(
     limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query(max_length=2048)] = None
 ) -> ModelPage:
@@ -169,7 +178,11 @@ def list_models(
     return ModelPage(models=[ModelVersionBody(**v.to_dict()) for v in versions], next_cursor=following)
 
 
-@app.get("/models/production", summary="The serving version and the alias history", responses=ERRORS)
+@app.get(
+    "/models/production",
+    summary="The serving version and the alias history",
+    responses={200: _json(ProductionBody, "the production version (null before the first) and its history"), **ERRORS},
+)
 def production() -> ProductionBody:
     current = registry().production()
     return ProductionBody(
@@ -178,12 +191,18 @@ def production() -> ProductionBody:
     )
 
 
-@app.get("/models/<version>", summary="One model version", responses=ERRORS)
+@app.get(
+    "/models/<version>", summary="One model version", responses={200: _json(ModelVersionBody, "the version"), **ERRORS}
+)
 def get_model(version: VersionId) -> ModelVersionBody:
     return ModelVersionBody(**registry().get(version).to_dict())
 
 
-@app.post("/models/<version>/promote", summary="Make a version serve", responses=ERRORS)
+@app.post(
+    "/models/<version>/promote",
+    summary="Make a version serve",
+    responses={200: _json(AliasChange, "the alias change"), **BODY_ERRORS},
+)
 def promote(version: VersionId, request: ChangeRequest) -> AliasChange:
     change = change_production(
         {"operation": "promote", "version": version, "reason": request.reason, "actor": actor()}, _idempotency_key()
@@ -193,7 +212,11 @@ def promote(version: VersionId, request: ChangeRequest) -> AliasChange:
     return AliasChange(**change)
 
 
-@app.post("/rollback", summary="Return production to the previous version", responses=ERRORS)
+@app.post(
+    "/rollback",
+    summary="Return production to the previous version",
+    responses={200: _json(AliasChange, "the alias change"), **BODY_ERRORS},
+)
 def rollback(request: ChangeRequest) -> AliasChange:
     change = change_production(
         {"operation": "rollback", "version": None, "reason": request.reason, "actor": actor()}, _idempotency_key()

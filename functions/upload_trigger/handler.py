@@ -35,9 +35,7 @@ def catalog() -> DatasetCatalog:
         max_bytes=settings.integer("SKIFF_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1),
         max_rows=settings.integer("SKIFF_MAX_UPLOAD_ROWS", 2_000_000, minimum=1),
     )
-    return DatasetCatalog(
-        settings.require("SKIFF_REGISTRY_TABLE"), settings.require("SKIFF_DATA_BUCKET"), limits
-    )
+    return DatasetCatalog(settings.require("SKIFF_REGISTRY_TABLE"), settings.require("SKIFF_DATA_BUCKET"), limits)
 
 
 @cache

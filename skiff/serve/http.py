@@ -109,6 +109,9 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
         if error.get("type") == "json_invalid":
             return "expected a JSON body (got: malformed JSON)"
+        if error.get("type") == "value_error":  # a model's own rule: its message says it all
+            problems.append(str(error.get("ctx", {}).get("error") or error.get("msg", "invalid")))
+            continue
         got = error.get("input")
         problems.append(
             f"{where}: {error.get('msg', 'invalid')}" + (f" (got: {json.dumps(got)[:60]})" if got is not None else "")

@@ -129,6 +129,16 @@ def test_both_text_and_texts_is_400(serving: str) -> None:
     assert (status, body["error"]["message"]) == (400, "expected exactly one of 'text' or 'texts' (got: both)")
 
 
+def test_neither_field_is_400(serving: str) -> None:
+    status, body, _ = predict({})
+    assert (status, body["error"]["message"]) == (400, "expected exactly one of 'text' or 'texts' (got: neither)")
+
+
+def test_a_null_text_is_400_as_the_schema_says(serving: str) -> None:
+    status, body, _ = predict({"text": None})
+    assert (status, body["error"]["message"]) == (400, "expected text to be a string (got: null)")
+
+
 def test_empty_texts_is_400(serving: str) -> None:
     status, body, _ = predict({"texts": []})
     assert (status, body["error"]["message"]) == (400, "expected at least one text (got: an empty list)")

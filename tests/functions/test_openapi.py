@@ -24,3 +24,27 @@ def test_registry_document_has_every_admin_route() -> None:
         "/models/{version}/promote",
         "/rollback",
     }
+
+
+def _operations() -> list[tuple[str, str, dict]]:
+    found = []
+    for document in documents().values():
+        for path, operations in json.loads(document)["paths"].items():
+            found += [(f"{method.upper()} {path}", method, operation) for method, operation in operations.items()]
+    return found
+
+
+def test_every_route_documents_its_success_answer_with_a_schema() -> None:
+    for name, _, operation in _operations():
+        assert "schema" in operation["responses"]["200"]["content"]["application/json"], name
+
+
+def test_no_route_documents_a_422_since_validation_failures_are_answered_400() -> None:
+    for name, _, operation in _operations():
+        assert "422" not in operation["responses"] and "400" in operation["responses"], name
+
+
+def test_routes_with_a_body_document_413_and_415() -> None:
+    for name, method, operation in _operations():
+        if method == "post":
+            assert {"413", "415"} <= set(operation["responses"]), name
