@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 import uuid
@@ -18,6 +19,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+BODY_TIMEOUT_SECONDS = 10
+
+log = logging.getLogger(__name__)
 
 
 class LocalContext:
@@ -79,6 +85,8 @@ class HttpFront:
         front = self
 
         class RequestHandler(BaseHTTPRequestHandler):
+            timeout = BODY_TIMEOUT_SECONDS  # socket timeout: a client that stops sending is dropped
+
             def _serve(self) -> None:
                 front.serve(self)
 
@@ -87,8 +95,11 @@ class HttpFront:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # the functions log every request themselves
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), RequestHandler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128  # the listen backlog; 5 (the default) resets bursts of clients
+
+        self.server = Server(("127.0.0.1", port), RequestHandler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="http-front", daemon=True)
 
     @property
@@ -106,9 +117,18 @@ class HttpFront:
         self.thread.join(timeout=5)
 
     def serve(self, request: BaseHTTPRequestHandler) -> None:
+        """Answer one request, always: a bad length or a slow body is 400/408, a failing function 500."""
         split = urlsplit(request.path)
-        length = int(request.headers.get("Content-Length") or 0)
-        body = request.rfile.read(length) if length else b""
+        raw_length = request.headers.get("Content-Length") or "0"
+        if not raw_length.isdigit() or int(raw_length) > MAX_BODY_BYTES:
+            expected = f"a Content-Length from 0 to {MAX_BODY_BYTES}"
+            self._answer(request, _error(400, "invalid_request", f"expected {expected} (got: {raw_length[:20]!r})"))
+            return
+        body = _read_body(request, int(raw_length))
+        if len(body) < int(raw_length):
+            message = f"expected {raw_length} bytes of body within {BODY_TIMEOUT_SECONDS} s (got: {len(body)})"
+            self._answer(request, _error(408, "request_timeout", message))
+            return
         for name, owns, handler, lock in self.routes:
             if owns(split.path):
                 event = http_api_event(
@@ -119,20 +139,50 @@ class HttpFront:
                     body,
                     request.client_address[0],
                 )
-                with lock:  # one request at a time per function, like one Lambda container
-                    response = handler(event, LocalContext(name))
+                try:
+                    with lock:  # one request at a time per function, like one Lambda container
+                        response = handler(event, LocalContext(name))
+                except Exception:  # API Gateway answers a failed invocation with a 500, not silence
+                    log.exception("function %s failed", name)
+                    response = _error(500, "internal_error", f"the {name} function failed; its log says why")
                 break
         else:
-            response = {
-                "statusCode": 404,
-                "headers": {"content-type": "application/json"},
-                "body": json.dumps({"error": {"code": "unknown_route", "message": f"no function serves {split.path}"}}),
-            }
+            response = _error(404, "unknown_route", f"no function serves {split.path}")
+        self._answer(request, response)
+
+    @staticmethod
+    def _answer(request: BaseHTTPRequestHandler, response: dict[str, Any]) -> None:
         payload = response.get("body") or ""
         data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode("utf-8")
         request.send_response(int(response.get("statusCode", 200)))
         for key, value in (response.get("headers") or {}).items():
             request.send_header(key, str(value))
         request.send_header("Content-Length", str(len(data)))
+        if int(response.get("statusCode", 200)) in (400, 408):
+            request.send_header("Connection", "close")  # what is left of the body cannot be trusted
+            request.close_connection = True
         request.end_headers()
         request.wfile.write(data)
+
+
+def _read_body(request: BaseHTTPRequestHandler, length: int) -> bytes:
+    """Up to ``length`` bytes, within BODY_TIMEOUT_SECONDS in all (a trickling client is cut off too)."""
+    deadline = time.monotonic() + BODY_TIMEOUT_SECONDS
+    body = bytearray()
+    try:
+        while len(body) < length and time.monotonic() < deadline:
+            chunk = request.rfile.read1(length - len(body))  # type: ignore[attr-defined]
+            if not chunk:
+                break
+            body += chunk
+    except TimeoutError:
+        pass
+    return bytes(body)
+
+
+def _error(status: int, code: str, message: str) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"error": {"code": code, "message": message}}),
+    }
