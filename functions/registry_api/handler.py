@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skiff import settings
 from skiff.aws import client
 from skiff.errors import RequestError
-from skiff.registry.table import AliasChange, Registry
+from skiff.registry.table import VERSION_ID, AliasChange, Registry
 from skiff.serve.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
 from skiff.serve.http import ErrorBody, install_error_handlers, normalize_event, parse_json_body, require_json
 
@@ -43,7 +43,7 @@ app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=pars
 error_response = install_error_handlers(app, metrics)
 app.use(middlewares=[require_json])
 
-VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+VERSION_PATTERN = VERSION_ID.pattern
 VersionId = Annotated[str, Path(pattern=VERSION_PATTERN, description="a registered model version id")]
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -124,7 +124,12 @@ def actor() -> str:
 
 class ChangeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    reason: str = Field(min_length=1, max_length=500, description="why production changes (kept in the audit trail)")
+    reason: str = Field(
+        min_length=1,
+        max_length=500,
+        pattern=r"\S",  # not only spaces: the registry refuses a blank reason
+        description="why production changes (kept in the audit trail)",
+    )
 
 
 class ModelVersionBody(BaseModel):
@@ -172,7 +177,10 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     responses={200: _json(ModelPage, "one page of versions"), **ERRORS},
 )
 def list_models(
-    limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query(max_length=2048)] = None
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        str | None, Query(pattern=VERSION_PATTERN, description="next_cursor of the previous page: older versions")
+    ] = None,
 ) -> ModelPage:
     versions, following = registry().list_versions(limit=limit, cursor=cursor)
     return ModelPage(models=[ModelVersionBody(**v.to_dict()) for v in versions], next_cursor=following)

@@ -54,7 +54,7 @@ def http_api_event(method: str, path: str, query: str, headers: dict[str, str], 
         "rawPath": path,
         "rawQueryString": query,
         "headers": {k.lower(): v for k, v in headers.items()},
-        **({"queryStringParameters": dict(parse_qsl(query))} if query else {}),
+        **({"queryStringParameters": dict(parse_qsl(query, keep_blank_values=True))} if query else {}),
         "requestContext": {
             "accountId": "000000000000",
             "apiId": "local",
@@ -90,7 +90,12 @@ class HttpFront:
             def _serve(self) -> None:
                 front.serve(self)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+            def __getattr__(self, name: str) -> Any:
+                # Every method (QUERY and TRACE too) reaches the routing, as at API Gateway,
+                # which answers 404 where no route matches; http.server would answer 501.
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # the functions log every request themselves

@@ -16,9 +16,8 @@ retries, so there is never a second production version and never a lost history 
 
 from __future__ import annotations
 
-import base64
-import json
 import random
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -133,7 +132,10 @@ class Registry:
         return self.get(version) if version else None
 
     def list_versions(self, limit: int = 20, cursor: str | None = None) -> tuple[list[ModelVersion], str | None]:
-        """Newest first; pass the returned cursor back for the next page (None: no more)."""
+        """Newest first; pass the returned cursor back for the next page (None: no more).
+
+        The cursor is the last version of the page: any version id is a valid cursor and means
+        "versions older than this one", so no well-formed cursor is ever refused."""
         if not 1 <= limit <= 100:
             raise RegistryError(f"limit should be between 1 and 100 (got: {limit})")
         request: dict[str, Any] = {
@@ -391,18 +393,18 @@ def _change(item: dict[str, Any]) -> AliasChange:
     return AliasChange(**{k: item.get(k) for k in AliasChange.__dataclass_fields__})  # type: ignore[arg-type]
 
 
+VERSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+"""What a version id (and so a page cursor) looks like."""
+
+
 def _encode_cursor(key: Mapping[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
+    return str(dynamo.from_item(key)["sk"])
 
 
 def _decode_cursor(cursor: str) -> dict[str, Any]:
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if set(key) != {"pk", "sk"} or key["pk"] != {"S": "VERSION"}:
-            raise ValueError(key)
-        return key
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"expected a cursor returned by a previous page (got: {cursor[:40]!r})") from exc
+    if not VERSION_ID.match(cursor):
+        raise RegistryError(f"expected a cursor returned by a previous page, a version id (got: {cursor[:40]!r})")
+    return dynamo.to_item({"pk": "VERSION", "sk": cursor})
 
 
 def create_table(table_name: str, dynamodb: Any | None = None) -> None:

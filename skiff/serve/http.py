@@ -169,6 +169,14 @@ def install_error_handlers(app: APIGatewayHttpResolver, metrics: Metrics | None 
         media = _not_json(app.current_event)
         return error_response(415, "unsupported_media_type", str(media or exc))
 
+    @app.exception_handler(ValueError)
+    def unparseable_other_media(exc: ValueError) -> Response:
+        # Powertools parses form and multipart bodies itself and raises ValueError on a malformed
+        # one (a multipart type without boundary); these APIs take JSON only, so that is a 415.
+        if (media := _not_json(app.current_event)) is not None:
+            return error_response(415, "unsupported_media_type", str(media))
+        raise exc
+
     @app.exception_handler(UnicodeDecodeError)
     def not_utf8(exc: UnicodeDecodeError) -> Response:
         if (media := _not_json(app.current_event)) is not None:

@@ -201,6 +201,11 @@ def test_a_lone_surrogate_is_read_as_a_replacement_character_and_answered(servin
     assert status == 200 and body["model_version"] == serving
 
 
+def test_multipart_without_a_boundary_is_415_not_a_crash(serving: str) -> None:
+    status, body, _ = predict("--x\r\n", content_type="multipart/form-data")
+    assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
+
+
 def test_media_types_are_case_insensitive(serving: str) -> None:
     status, _, _ = predict({"text": "hello"}, content_type="APPLICATION/JSON; charset=UTF-8")
     assert status == 200

@@ -57,8 +57,15 @@ def test_list_limit_is_validated(versions: list[str]) -> None:
 
 
 def test_bad_cursor_is_400(versions: list[str]) -> None:
-    status, body = call("GET", "/models", query={"cursor": "garbage"})
-    assert status == 400 and "expected a cursor returned by a previous page" in body["error"]["message"]
+    status, body = call("GET", "/models", query={"cursor": "not/a/version"})
+    assert status == 400 and "cursor" in body["error"]["message"]
+
+
+def test_any_version_id_is_a_cursor_for_the_versions_older_than_it(versions: list[str]) -> None:
+    status, page = call("GET", "/models", query={"cursor": versions[1]})
+    assert status == 200 and [m["version"] for m in page["models"]] == versions[:1]
+    status, page = call("GET", "/models", query={"cursor": "0-before-every-version"})
+    assert (status, page) == (200, {"models": [], "next_cursor": None})
 
 
 def test_get_one_version(versions: list[str]) -> None:

@@ -86,7 +86,7 @@ def test_list_is_newest_first_and_paginated(registry: Registry) -> None:
 
 def test_bad_cursor_is_explained(registry: Registry) -> None:
     with pytest.raises(RegistryError, match="expected a cursor returned by a previous page"):
-        registry.list_versions(cursor="not-a-cursor")
+        registry.list_versions(cursor="not a cursor")
 
 
 def test_nothing_is_in_production_at_first(registry: Registry) -> None:
