@@ -7,12 +7,15 @@ environment, hyperparameters as ``--name value`` strings, ``failure`` as the rea
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ class ContainerRun:
     model_dir: Path
     output_dir: Path
     log_path: Path
+    stopped: bool = False  # ended by a stop request, not by itself
 
     @property
     def succeeded(self) -> bool:
@@ -49,6 +53,8 @@ class ContainerRun:
         """What SageMaker would report as FailureReason (the ``failure`` file), if it failed."""
         if self.succeeded:
             return None
+        if self.stopped:
+            return "Stopped: the local stack stopped while the job ran"
         failure = self.output_dir / "failure"
         if failure.is_file():
             return failure.read_text(encoding="utf-8").strip()
@@ -64,10 +70,13 @@ def run_training_container(
     job_name: str = "local-training-job",
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> ContainerRun:
     """Lay out ``root`` like /opt/ml, run the entry point, and stream its progress events.
 
-    A channel may be a file (placed into its directory) or a directory (copied).
+    A channel may be a file (placed into its directory) or a directory (copied). Setting
+    ``cancel`` stops the job (SIGTERM to its process group, SIGKILL after STOP_GRACE_SECONDS),
+    as StopTrainingJob would; the job also dies with the process that started it.
     """
     if "train" not in channels:
         raise ConfigError(f"expected a 'train' channel (got: {sorted(channels)})")
@@ -109,11 +118,49 @@ def run_training_container(
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            start_new_session=True,  # its own process group: a stop reaches torchrun's workers too
+            preexec_fn=_die_with_parent,
         )
+        if cancel is not None:
+            threading.Thread(target=_stop_when, args=(cancel, process), name="job-stopper", daemon=True).start()
         assert process.stdout is not None
         for line in process.stdout:
             log.write(line)
             if on_progress is not None and (event := progress.parse(line)) is not None:
                 on_progress(event)
         returncode = process.wait()
-    return ContainerRun(returncode, model_dir, output_dir, log_path)
+    return ContainerRun(returncode, model_dir, output_dir, log_path, stopped=bool(cancel and cancel.is_set()))
+
+
+STOP_GRACE_SECONDS = 5
+
+
+def _stop_when(cancel: threading.Event, process: subprocess.Popen[str]) -> None:
+    while process.poll() is None:
+        if cancel.wait(0.5):
+            for signum, grace in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signum)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(grace)
+                    return
+            return
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl  # loaded here: the child may only call it
+
+
+_PRCTL = _libc_prctl()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGKILL when the thread that started it ends, so a
+    killed local stack leaves no training process behind writing into a new stack's folders."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,7 +47,9 @@ def up(api_port: int = 0, hyperparameters: str = "{}", timeout: float = 60) -> d
     )
 
 
-def down(timeout: float = 60) -> None:
+def down(timeout: float = 15) -> None:
+    """Stop the stack: SIGTERM (it stops its running job and saves its state), then, after
+    ``timeout``, SIGKILL to its whole process group (it leads one: ``up`` starts a session)."""
     state = read_state()
     if state is None:
         return  # nothing running: `down` is idempotent
@@ -55,8 +58,10 @@ def down(timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while is_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if is_alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # whatever is left: the daemon, if stuck, and any child
+    while is_alive(pid) and time.monotonic() < deadline + 5:
+        time.sleep(0.1)
     local_state_path().unlink(missing_ok=True)
 
 

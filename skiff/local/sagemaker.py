@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -87,8 +88,10 @@ def run_described_job(
     root: Path,
     s3: Any = None,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Run the job locally; return the final state-change event detail (Completed or Failed)."""
+    """Run the job locally; return the final state-change event detail (Completed, Failed, or
+    Stopped when ``cancel`` was set while it ran)."""
     s3 = s3 or client("s3")
     name = description["TrainingJobName"]
     channels = {}
@@ -104,7 +107,10 @@ def run_described_job(
         job_name=name,
         on_progress=on_progress,
         extra_env=description.get("Environment") or {},
+        cancel=cancel,
     )
+    if run.stopped:
+        return event_detail(description, "Stopped", FailureReason=run.failure_reason)
     if not run.succeeded:
         return event_detail(description, "Failed", FailureReason=run.failure_reason)
     archive = root / "model.tar.gz"

@@ -36,6 +36,7 @@ from skiff.aws import client, reset_clients
 from skiff.local.http_front import HttpFront, LocalContext
 from skiff.local.moto_server import MotoServer
 from skiff.local.sagemaker import event_detail, run_described_job
+from skiff.local.state import StateStore
 from skiff.registry.table import create_table
 from skiff.retrain.launch import training_event_pattern
 
@@ -84,6 +85,7 @@ class LocalStackConfig:
             "upload_queue": f"{p}-upload",
             "upload_dlq": f"{p}-upload-dlq",
             "training_events_queue": f"{p}-training-events",
+            "training_events_dlq": f"{p}-training-events-dlq",
             "training_rule": f"{p}-training-job-state",
         }
 
@@ -97,6 +99,12 @@ class LocalStack:
         self._threads: list[threading.Thread] = []
         self._ran_jobs: set[str] = set()
         self.job_progress: dict[str, dict[str, Any]] = {}
+        self.state = StateStore(config.work_dir / "state")
+        # Held by every step that changes what the state snapshot holds, and by the snapshot:
+        # a snapshot never sees half of an upload's acceptance or of a job's registration.
+        self._state_lock = threading.RLock()
+        self._saved_at = 0.0
+        self.restored: dict[str, int] = {}
         self._saved_env: dict[str, str | None] = {}
         self.errors: list[str] = []
 
@@ -136,15 +144,27 @@ class LocalStack:
         self._quiet_logs()
         self._forget_handler_state()
         self._provision()
+        self.restored = self.state.restore(client("s3"), client("dynamodb"))
+        self._announce_earlier_jobs()
         inference, registry_api, _, _ = self._handlers()
+
+        def registry_api_locked(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            with self._state_lock:  # promote and rollback change the registry
+                return registry_api(event, context)
+
         self.http = HttpFront(
             [
                 ("skiff-local-inference", lambda path: path == "/predict", inference),
-                ("skiff-local-registry-api", lambda path: path.startswith(ADMIN_PATHS), registry_api),
+                ("skiff-local-registry-api", lambda path: path.startswith(ADMIN_PATHS), registry_api_locked),
             ],
             port=self.config.api_port,
         ).start()
-        for target, name in ((self._route_events, "event-router"), (self._execute_jobs, "training-executor")):
+        loops = (
+            (self._route_events, "event-router"),
+            (self._execute_jobs, "training-executor"),
+            (self._persist, "state-saver"),
+        )
+        for target, name in loops:
             thread = threading.Thread(target=self._forever(target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -156,6 +176,10 @@ class LocalStack:
             thread.join(timeout=60)
         if self.http is not None:
             self.http.stop()
+        try:
+            self.save_state()
+        except Exception:  # stopping must finish; the last periodic snapshot stays
+            log.exception("could not save the local stack's state on the way out")
         self.moto.stop()
         reset_clients()
         for name in ("skiff", "functions"):
@@ -271,7 +295,19 @@ class LocalStack:
                 ]
             },
         )
-        self.events_queue = sqs.create_queue(QueueName=names["training_events_queue"])["QueueUrl"]
+        # Like the deployed rule's target: an event its handler keeps failing on goes to a DLQ
+        # after 3 tries instead of being retried for ever.
+        events_dlq = sqs.create_queue(QueueName=names["training_events_dlq"])["QueueUrl"]
+        events_dlq_arn = sqs.get_queue_attributes(QueueUrl=events_dlq, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.events_queue = sqs.create_queue(
+            QueueName=names["training_events_queue"],
+            Attributes={
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": events_dlq_arn, "maxReceiveCount": "3"}),
+                "VisibilityTimeout": "5",
+            },
+        )["QueueUrl"]
         events_arn = sqs.get_queue_attributes(QueueUrl=self.events_queue, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -302,6 +338,10 @@ class LocalStack:
 
     def _route_events(self) -> bool:
         """Deliver queued messages to their handler, as Lambda event source mappings do."""
+        with self._state_lock:
+            return self._route_events_locked()
+
+    def _route_events_locked(self) -> bool:
         _, _, upload_trigger, training_events = self._handlers()
         sqs = client("sqs")
         busy = False
@@ -321,9 +361,64 @@ class LocalStack:
                     sqs.delete_message(QueueUrl=self.upload_queue, ReceiptHandle=message["ReceiptHandle"])
         for message in sqs.receive_message(QueueUrl=self.events_queue, MaxNumberOfMessages=10).get("Messages", []):
             busy = True
-            training_events(json.loads(message["Body"]), LocalContext(f"{self.config.prefix}-training-events"))
+            try:
+                training_events(json.loads(message["Body"]), LocalContext(f"{self.config.prefix}-training-events"))
+            except Exception as exc:  # left in the queue: retried, then moved to the DLQ (see _provision)
+                log.exception("the training-events function failed")
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
             sqs.delete_message(QueueUrl=self.events_queue, ReceiptHandle=message["ReceiptHandle"])
         return busy
+
+    # ---- state that survives a restart ---------------------------------------------------------
+    SAVE_EVERY_SECONDS = 2.0
+
+    def save_state(self) -> None:
+        names = self.config.names
+        with self._state_lock:
+            self.state.save(
+                client("s3"),
+                client("dynamodb"),
+                (names["data_bucket"], names["artifacts_bucket"]),
+                (names["registry_table"],),
+            )
+            self._saved_at = time.monotonic()
+
+    def _persist(self) -> bool:
+        if time.monotonic() - self._saved_at >= self.SAVE_EVERY_SECONDS:
+            self.save_state()
+        return False
+
+    def _announce_earlier_jobs(self) -> None:
+        """Jobs of an earlier run: an interrupted one ends as Failed with that reason; every
+        ended one is announced again, since its event may have been lost with the old process
+        (the completion handler treats a repeated event as a duplicate)."""
+        if not self.progress_file.is_file():
+            return
+        self.job_progress = json.loads(self.progress_file.read_text())
+        for name, record in self.job_progress.items():
+            self._ran_jobs.add(name)  # never run again by this stack
+            if record.get("status") == "InProgress":
+                reason = "Failed: interrupted: the local stack stopped while the job ran; upload again to retrain"
+                detail = event_detail(
+                    record.get("request") or {"TrainingJobName": name}, "Failed", FailureReason=reason
+                )
+                self._record_progress(name, status="Failed", ended=time.time(), failure_reason=reason, detail=detail)
+            if record.get("detail"):
+                self._announce(record["detail"])
+
+    @staticmethod
+    def _announce(detail: dict[str, Any]) -> None:
+        client("events").put_events(
+            Entries=[
+                {
+                    "Source": "aws.sagemaker",
+                    "DetailType": "SageMaker Training Job State Change",
+                    "Detail": json.dumps(detail),
+                    "Resources": [detail.get("TrainingJobArn") or ""],
+                }
+            ]
+        )
 
     def _execute_jobs(self) -> bool:
         """Run each new training job locally, then announce its end through EventBridge."""
@@ -335,7 +430,10 @@ class LocalStack:
         name = pending[0]
         self._ran_jobs.add(name)
         description = sagemaker.describe_training_job(TrainingJobName=name)
-        self._record_progress(name, status="InProgress", epoch=0, epochs=None, started=time.time())
+        request = {
+            k: description[k] for k in ("TrainingJobName", "HyperParameters", "InputDataConfig") if k in description
+        }
+        self._record_progress(name, status="InProgress", epoch=0, epochs=None, started=time.time(), request=request)
 
         def on_progress(event: dict[str, Any]) -> None:
             if event["event"] == "epoch":
@@ -344,22 +442,17 @@ class LocalStack:
         root = self.config.work_dir / "jobs" / name
         shutil.rmtree(root, ignore_errors=True)
         try:
-            detail = run_described_job(description, root, on_progress=on_progress)
+            detail = run_described_job(description, root, on_progress=on_progress, cancel=self._stop)
         except Exception as exc:  # the job itself broke (not the model): report it as SageMaker would
             detail = event_detail(description, "Failed", FailureReason=f"InternalServerError: {exc}")
         self._record_progress(
-            name, status=detail["TrainingJobStatus"], ended=time.time(), failure_reason=detail.get("FailureReason")
+            name,
+            status=detail["TrainingJobStatus"],
+            ended=time.time(),
+            failure_reason=detail.get("FailureReason"),
+            detail=detail,
         )
-        client("events").put_events(
-            Entries=[
-                {
-                    "Source": "aws.sagemaker",
-                    "DetailType": "SageMaker Training Job State Change",
-                    "Detail": json.dumps(detail),
-                    "Resources": [description.get("TrainingJobArn", "")],
-                }
-            ]
-        )
+        self._announce(detail)
         return True
 
 
