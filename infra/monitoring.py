@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.functions import FunctionPlatform, ProductionFollowers
-from infra.policies import REGISTRY_READ_WRITE, statement
+from infra.policies import REGISTRY_READ_WRITE, objects, statement
 from infra.settings import StackSettings
 
 
@@ -21,7 +21,11 @@ class MonitoringArgs:
     inference_function: aws.lambda_.Function
     queues: dict[str, aws.sqs.Queue]  # dead-letter queues to watch, by short name
     platform: FunctionPlatform
+    artifacts_bucket: aws.s3.Bucket
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
+
+
+UNLOADABLE_ALARM = "production-unloadable"
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -80,6 +84,21 @@ class Monitoring(pulumi.ComponentResource):
                 evaluation_periods=3,
                 datapoints_to_alarm=2,
             ),
+            alarm(
+                UNLOADABLE_ALARM,
+                alarm_description=(
+                    "The inference function answered 503 model_unavailable: production's artifact cannot be "
+                    "loaded. The rollback function verifies that and returns to the previous version."
+                ),
+                namespace="Skiff",
+                metric_name="Errors_model_unavailable",  # EMF, from skiff/serve/http.py's error mapping
+                statistic="Sum",
+                dimensions={"service": "inference"},
+                period=60,
+                comparison_operator="GreaterThanOrEqualToThreshold",
+                threshold=1,
+                evaluation_periods=1,
+            ),
         ]
         self.other_alarms = [
             alarm(
@@ -128,10 +147,14 @@ class Monitoring(pulumi.ComponentResource):
             {
                 "SKIFF_REGISTRY_TABLE": args.platform.table.name,
                 "SKIFF_AUTO_ROLLBACK_WINDOW_SECONDS": str(s.auto_rollback_window_seconds),
+                "SKIFF_UNLOADABLE_ALARM": f"{s.prefix}-{UNLOADABLE_ALARM}",
+                "SKIFF_ARTIFACTS_BUCKET": args.artifacts_bucket.bucket,
                 **args.followers.environment,
             },
             [
                 statement(list(REGISTRY_READ_WRITE), [args.platform.table.arn]),
+                # To check that production really cannot be loaded before rolling back for it.
+                statement(["s3:GetObject"], objects(args.artifacts_bucket, "models/")),
                 statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.platform.key.arn]),
                 *args.followers.statements,
             ],

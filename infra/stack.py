@@ -94,6 +94,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             inference_function=serving.inference.function,
             queues={"upload": storage.upload_dlq, "training-events": retraining.events_dlq},
             platform=platform,
+            artifacts_bucket=storage.artifacts_bucket,
             followers=followers,
         ),
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -11,8 +14,11 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skiff import settings
+from skiff.errors import ArtifactError
+from skiff.model.artifact import SERVING_FILES
+from skiff.registry.artifacts import ArtifactStore
 from skiff.registry.auto_rollback import rollback_on_alarm
-from skiff.registry.table import Registry
+from skiff.registry.table import ModelVersion, Registry
 from skiff.serve.gpu_endpoint import endpoint_from_env, follow_production
 
 logger = Logger(service="skiff-alarm-rollback")
@@ -24,6 +30,23 @@ def registry() -> Registry:
     return Registry(settings.require("SKIFF_REGISTRY_TABLE"))
 
 
+def production_problem(version: ModelVersion) -> str | None:
+    """Why ``version``'s serving files cannot be loaded (fetched and verified as a container
+    would), or None when they can."""
+    store = ArtifactStore(settings.require("SKIFF_ARTIFACTS_BUCKET"))
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            store.fetch(
+                version.artifact_uri or "",
+                Path(scratch) / "model",
+                only=SERVING_FILES,
+                manifest_sha256=version.manifest_sha256,
+            )
+        except ArtifactError as exc:
+            return str(exc)
+    return None
+
+
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -33,6 +56,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         alarm_name=detail["alarmName"],
         state=detail["state"]["value"],
         window_seconds=settings.number("SKIFF_AUTO_ROLLBACK_WINDOW_SECONDS", 3600),
+        unloadable_alarm=os.environ.get("SKIFF_UNLOADABLE_ALARM") or None,
+        production_problem=production_problem,
     )
     if outcome.status == "rolled-back":
         follow_production(registry(), endpoint_from_env())  # no-op unless the stack has a GPU endpoint

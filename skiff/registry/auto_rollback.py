@@ -1,17 +1,23 @@
-"""Roll production back when a serving alarm fires soon after a promotion.
+"""Roll production back when a serving alarm fires soon after a promotion, or at any time
+when production's own artifact cannot be loaded.
 
 An alarm long after the last promotion is not evidence against the newest model (traffic,
 a dependency, a bad client…), so only an alarm within ``window_seconds`` of a promotion rolls
 back. A repeated alarm event finds the last change is already a rollback and does nothing.
+
+The "production unloadable" alarm (inference answering 503 model_unavailable) is different
+evidence: it is checked directly — the production artifact is fetched and verified — and if
+it really cannot be loaded, production goes back to the previous version whenever that is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from skiff.errors import ConflictError
-from skiff.registry.table import Registry
+from skiff.registry.table import ModelVersion, Registry
 
 
 @dataclass(frozen=True)
@@ -22,10 +28,19 @@ class AutoRollbackOutcome:
 
 
 def rollback_on_alarm(
-    registry: Registry, alarm_name: str, state: str, window_seconds: float, now: datetime | None = None
+    registry: Registry,
+    alarm_name: str,
+    state: str,
+    window_seconds: float,
+    now: datetime | None = None,
+    unloadable_alarm: str | None = None,
+    production_problem: Callable[[ModelVersion], str | None] | None = None,
 ) -> AutoRollbackOutcome:
+    """``production_problem`` says why a version's artifact cannot be loaded (None: it loads)."""
     if state != "ALARM":
         return AutoRollbackOutcome("skipped", f"alarm {alarm_name} is {state}, not ALARM")
+    if alarm_name == unloadable_alarm and production_problem is not None:
+        return _rollback_unloadable(registry, alarm_name, production_problem)
     history = registry.history(limit=1)
     if not history or history[0].action != "promote":
         return AutoRollbackOutcome("skipped", "the last production change is not a promotion: nothing to undo")
@@ -40,4 +55,21 @@ def rollback_on_alarm(
         change = registry.rollback(reason, actor=f"alarm:{alarm_name}")
     except ConflictError as exc:
         return AutoRollbackOutcome("skipped", str(exc))
+    return AutoRollbackOutcome("rolled-back", reason, change.version)
+
+
+def _rollback_unloadable(
+    registry: Registry, alarm_name: str, production_problem: Callable[[ModelVersion], str | None]
+) -> AutoRollbackOutcome:
+    current = registry.production()
+    if current is None:
+        return AutoRollbackOutcome("skipped", "nothing is in production: nothing to roll back")
+    problem = production_problem(current)
+    if problem is None:  # a repeated event after the rollback, or a transient: the model loads
+        return AutoRollbackOutcome("skipped", f"production {current.version} loads: nothing to undo")
+    reason = f"alarm {alarm_name}: production {current.version} cannot be loaded ({problem[:300]})"
+    try:
+        change = registry.rollback(reason, actor=f"alarm:{alarm_name}")
+    except ConflictError as exc:
+        return AutoRollbackOutcome("skipped", f"{reason}; and {exc}")
     return AutoRollbackOutcome("rolled-back", reason, change.version)

@@ -76,13 +76,25 @@ def score(predicted: Sequence[str], true: Sequence[str], metric: str) -> float:
     return float(report["accuracy"])
 
 
+@dataclass(frozen=True)
+class UnloadableProduction:
+    """Production's artifact is missing or altered: it cannot be scored on the eval rows."""
+
+    version: str
+    problem: str
+    recorded_score: float | None  # its own metrics.json on the gate's metric, when registered
+
+
 def decide(
     candidate: Predictor,
-    production: tuple[str, Predictor] | None,
+    production: tuple[str, Predictor] | UnloadableProduction | None,
     evaluation: Sequence[Example],
     settings: GateSettings,
     parity_passed: bool,
 ) -> GateDecision:
+    """Promote or reject ``candidate``. Against an unloadable production (which serves nothing:
+    every container answers 503) the candidate is judged on production's recorded score, or on
+    the majority baseline when none is recorded, and the reason says so: never left undecided."""
     texts = [e.text for e in evaluation]
     truth = [e.label for e in evaluation]
     if not evaluation:
@@ -101,7 +113,16 @@ def decide(
             "parity",
             rows,
         )
-    if production is None:
+    unloadable = (
+        f"production {production.version} cannot be loaded ({production.problem}); "
+        if isinstance(production, UnloadableProduction)
+        else ""
+    )
+    if isinstance(production, UnloadableProduction) and production.recorded_score is not None:
+        reference, reference_score = production.version, production.recorded_score
+        needed = reference_score - settings.tolerance
+        against = f"its recorded {settings.metric} {reference_score:.4f} - tolerance {settings.tolerance:.4f}"
+    elif production is None or isinstance(production, UnloadableProduction):
         majority = Counter(truth).most_common(1)[0][0]
         reference, reference_score = "majority-baseline", score([majority] * rows, truth, settings.metric)
         needed = reference_score + settings.baseline_margin
@@ -115,7 +136,7 @@ def decide(
     verdict, relation = ("promoted", ">=") if passed else ("rejected", "<")
     return GateDecision(
         passed,
-        f"{verdict}: {settings.metric} {candidate_score:.4f} {relation} {against} on {rows} eval rows",
+        f"{unloadable}{verdict}: {settings.metric} {candidate_score:.4f} {relation} {against} on {rows} eval rows",
         settings.metric,
         candidate_score,
         reference_score,

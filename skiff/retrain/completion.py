@@ -33,7 +33,7 @@ from skiff.errors import ArtifactError, ConflictError, NotFoundError
 from skiff.model.artifact import MODEL_INT8, SERVING_FILES, ModelArtifact, load_artifact
 from skiff.model.predictor import Predictor
 from skiff.registry.artifacts import ArtifactStore, parse_s3_uri
-from skiff.registry.gate import GateDecision, GateSettings, decide
+from skiff.registry.gate import GateDecision, GateSettings, UnloadableProduction, decide
 from skiff.registry.table import CANDIDATE, FAILED, Registry, metrics_summary, new_version_id
 from skiff.retrain.launch import TrainingJobSettings, TrainingScheduler
 from skiff.serve.gpu_endpoint import GpuEndpoint, follow_production
@@ -222,13 +222,21 @@ class TrainingCompletion:
         eval_fraction = float(artifact.manifest.get("hyperparameters", {}).get("eval_fraction", 0.2))
         evaluation = [e for e in self.catalog.examples(dataset_version) if in_eval_split(e.text, eval_fraction)]
         candidate = Predictor(artifact, MODEL_INT8)
-        production = None
+        production: tuple[str, Predictor] | UnloadableProduction | None = None
         current = self.registry.production()
-        if current is not None and current.artifact_uri:
-            fetched = self.store.fetch(
-                current.artifact_uri, work / "production", only=SERVING_FILES, manifest_sha256=current.manifest_sha256
-            )
-            production = (current.version, Predictor(fetched))
+        if current is not None:
+            try:
+                fetched = self.store.fetch(
+                    current.artifact_uri or "",
+                    work / "production",
+                    only=SERVING_FILES,
+                    manifest_sha256=current.manifest_sha256,
+                )
+                production = (current.version, Predictor(fetched))
+            except ArtifactError as exc:
+                log.error("production %s cannot be loaded: %s", current.version, exc)
+                recorded = (current.metrics or {}).get(self.settings.gate.metric)
+                production = UnloadableProduction(current.version, str(exc), recorded)
         metrics = json.loads(artifact.path("metrics.json").read_text(encoding="utf-8"))
         return decide(candidate, production, evaluation, self.settings.gate, bool(metrics["parity"]["passed"]))
 

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import boto3
 import pytest
 
 from functions.alarm_rollback import handler
+from skiff.model.artifact import MODEL_INT8
+from skiff.registry.artifacts import parse_s3_uri
 from skiff.registry.auto_rollback import rollback_on_alarm
 from tests.events import captured
 from tests.functions.conftest import Stack
@@ -69,3 +73,45 @@ def test_alarm_with_only_one_version_cannot_roll_back(stack: Stack) -> None:
     stack.registry.promote(version, "first")
     outcome = handler.lambda_handler(alarm_event(), Context())
     assert outcome["status"] == "skipped" and "none before" in outcome["reason"]
+
+
+# ---- production that cannot be loaded ------------------------------------------------------
+
+
+@pytest.fixture
+def unloadable_production(stack: Stack, small_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Two published versions; the second serves, and then its int8 model disappears from S3."""
+    versions = [stack.publish(small_artifact) for _ in range(2)]
+    for version in versions:
+        stack.registry.promote(version, "up")
+    bucket, prefix = parse_s3_uri(stack.registry.get(versions[1]).artifact_uri or "")
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"{prefix}{MODEL_INT8}")
+    monkeypatch.setenv("SKIFF_UNLOADABLE_ALARM", UNLOADABLE)
+    return versions
+
+
+UNLOADABLE = "skiff-dev-production-unloadable"
+
+
+def unloadable_alarm() -> dict:
+    event = alarm_event()
+    event["detail"]["alarmName"] = UNLOADABLE
+    return event
+
+
+def test_unloadable_production_is_rolled_back_whenever_the_alarm_fires(
+    stack: Stack, unloadable_production: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKIFF_AUTO_ROLLBACK_WINDOW_SECONDS", "0")  # the promotion window does not apply
+    outcome = handler.lambda_handler(unloadable_alarm(), Context())
+    assert outcome["status"] == "rolled-back" and outcome["version"] == unloadable_production[0]
+    assert "cannot be loaded" in stack.registry.history(limit=1)[0].reason
+
+
+def test_the_unloadable_alarm_rolls_back_nothing_when_production_loads(
+    stack: Stack, unloadable_production: list[str]
+) -> None:
+    handler.lambda_handler(unloadable_alarm(), Context())
+    again = handler.lambda_handler(unloadable_alarm(), Context())  # a repeated event: v1 loads fine
+    assert again["status"] == "skipped" and "loads" in again["reason"]
+    assert stack.registry.production_version() == unloadable_production[0]

@@ -17,6 +17,7 @@ from functions.training_events import handler as training_events
 from functions.upload_trigger import handler as upload_trigger
 from skiff.data.dataset import Example, read_csv, write_csv
 from skiff.local.sagemaker import run_described_job
+from skiff.registry.artifacts import parse_s3_uri
 from skiff.registry.table import FAILED, REJECTED, Registry, create_table
 from skiff.retrain.launch import decode_sagemaker_hyperparameters
 from tests.events import sqs_s3_event, training_state_event
@@ -332,6 +333,20 @@ def test_a_multipart_upload_trains_and_so_does_the_next_version(
     second = train_version(retraining, sms_parts[1], "next.csv")  # ds-000002 holds the big part too
     assert second["status"] in ("promoted", "rejected") and second["version"] != first["version"]
     assert retraining.registry.get(second["version"]).lineage["dataset_version"] == "ds-000002"
+
+
+def test_a_candidate_is_decided_even_when_production_cannot_be_loaded(
+    retraining: Retraining, sms_parts: list[bytes]
+) -> None:
+    first = train_version(retraining, sms_parts[0], "first.csv")
+    production = retraining.registry.get(first["version"])
+    bucket, prefix = parse_s3_uri(production.artifact_uri or "")
+    retraining.s3.delete_object(Bucket=bucket, Key=f"{prefix}model.int8.onnx")
+    second = train_version(retraining, sms_parts[1], "second.csv")
+    assert second["status"] in ("promoted", "rejected")  # decided, not left a candidate
+    assert f"production {first['version']} cannot be loaded" in second["reason"]
+    assert f"its recorded accuracy {production.metrics['accuracy']:.4f}" in second["reason"]
+    assert retraining.registry.get(second["version"]).status != "candidate"
 
 
 def test_worse_candidate_is_rejected_and_production_stays(retraining: Retraining, sms_parts: list[bytes]) -> None:

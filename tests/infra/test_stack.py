@@ -360,6 +360,7 @@ def test_alarms_cover_serving_training_and_dead_letters(stack: Deployed) -> None
     assert names == {
         "skiff-test-inference-5xx-rate",
         "skiff-test-inference-p99-latency",
+        "skiff-test-production-unloadable",
         "skiff-test-inference-throttles",
         "skiff-test-training-failures",
         "skiff-test-upload-dlq-depth",
@@ -370,12 +371,29 @@ def test_alarms_cover_serving_training_and_dead_letters(stack: Deployed) -> None
 def test_serving_alarms_trigger_the_rollback_function(stack: Deployed) -> None:
     alarms = [
         stack.one("aws:cloudwatch/metricAlarm:MetricAlarm", lambda a, n=n: a.inputs["name"] == n)
-        for n in ("skiff-test-inference-5xx-rate", "skiff-test-inference-p99-latency")
+        for n in (
+            "skiff-test-inference-5xx-rate",
+            "skiff-test-inference-p99-latency",
+            "skiff-test-production-unloadable",
+        )
     ]
     rule = stack.named("aws:cloudwatch/eventRule:EventRule", "serving-alarm")
     assert rule.json("eventPattern") == alarm_event_pattern([a.outputs["arn"] for a in alarms])
     target = stack.named("aws:cloudwatch/eventTarget:EventTarget", "serving-alarm-target")
     assert target.inputs["arn"] == function(stack, "alarm-rollback").outputs["arn"]
+
+
+def test_the_unloadable_alarm_counts_the_inference_503s_and_the_rollback_function_may_check_models(
+    stack: Deployed,
+) -> None:
+    alarm = stack.one("aws:cloudwatch/metricAlarm:MetricAlarm", lambda a: a.inputs["name"].endswith("unloadable"))
+    assert (alarm.inputs["namespace"], alarm.inputs["metricName"]) == ("Skiff", "Errors_model_unavailable")
+    assert alarm.inputs["dimensions"] == {"service": "inference"}
+    variables = env(stack, "alarm-rollback")
+    assert variables["SKIFF_UNLOADABLE_ALARM"] == "skiff-test-production-unloadable"
+    policy = stack.named("aws:iam/rolePolicy:RolePolicy", "monitoring-alarm-rollback-policy")
+    reads = [s for s in statements(policy) if as_list(s["Action"]) == ["s3:GetObject"]]
+    assert reads and all(r.endswith("/models/*") for s in reads for r in as_list(s["Resource"]))
 
 
 def test_outputs_name_the_api_the_buckets_and_an_upload_command(stack: Deployed) -> None:
