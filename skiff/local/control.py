@@ -47,7 +47,7 @@ def up(api_port: int = 0, hyperparameters: str = "{}", timeout: float = 60) -> d
     )
 
 
-def down(timeout: float = 15) -> None:
+def down(timeout: float = 8) -> None:
     """Stop the stack: SIGTERM (it stops its running job and saves its state), then, after
     ``timeout``, SIGKILL to its whole process group (it leads one: ``up`` starts a session)."""
     state = read_state()
