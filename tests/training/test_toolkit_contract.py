@@ -64,8 +64,17 @@ def request(**hyperparameters: Any) -> dict[str, Any]:
     return training_job_request(settings, "ds-000001", "s3://skiff-contract-data/channel.manifest", "eu-west-1")
 
 
-def job(image: Image, tmp_path: Path, request: dict[str, Any], **channels: Path) -> JobRun:
-    return run_job(image.container(tmp_path / "container"), tmp_path / "opt-ml", request, channels)
+def job(
+    image: Image, tmp_path: Path, request: dict[str, Any], container: Path | None = None, **channels: Path
+) -> JobRun:
+    """One job in ``container``, else in a fresh one (whose toolkit must install every wheel)."""
+    return run_job(container or image.container(tmp_path / "container"), tmp_path / "opt-ml", request, channels)
+
+
+@pytest.fixture(scope="module")
+def shared(image: Image, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A container reused by the jobs that test something other than the install (it installs once)."""
+    return image.container(tmp_path_factory.mktemp("shared") / "container")
 
 
 def test_contract_bag_job_installs_the_bundles_wheels_offline_and_writes_a_model(
@@ -80,10 +89,10 @@ def test_contract_bag_job_installs_the_bundles_wheels_offline_and_writes_a_model
 
 
 def test_contract_transformer_job_runs_under_torchrun_offline_and_writes_a_model(
-    image: Image, bundle: Path, train_part: Path, tiny_base: Path, tmp_path: Path
+    image: Image, shared: Path, bundle: Path, train_part: Path, tiny_base: Path, tmp_path: Path
 ) -> None:
     job_request = request(model_family="transformer", learning_rate=1e-3, **TINY)
-    run = job(image, tmp_path, job_request, train=train_part, code=bundle, base_model=tiny_base)
+    run = job(image, tmp_path, job_request, shared, train=train_part, code=bundle, base_model=tiny_base)
     assert run.returncode == 0, run.log[-4000:]
     assert "Invoking TorchDistributed" in run.log  # the toolkit launched train.py with torchrun
     assert (run.model_dir / "model.int8.onnx").is_file()
@@ -91,23 +100,23 @@ def test_contract_transformer_job_runs_under_torchrun_offline_and_writes_a_model
 
 
 def test_contract_a_bad_hyperparameter_leaves_a_failure_that_names_it(
-    image: Image, bundle: Path, train_part: Path, tmp_path: Path
+    image: Image, shared: Path, bundle: Path, train_part: Path, tmp_path: Path
 ) -> None:
     job_request = request(model_family="bag", **TINY)
     job_request["HyperParameters"]["epochs"] = json.dumps("many")  # as if the request were written by hand
-    run = job(image, tmp_path, job_request, train=train_part, code=bundle)
+    run = job(image, tmp_path, job_request, shared, train=train_part, code=bundle)
     assert run.returncode != 0
     assert run.failure is not None and "epochs" in run.failure and "'many'" in run.failure, run.failure
 
 
 def test_contract_a_broken_part_leaves_a_failure_that_names_the_file(
-    image: Image, bundle: Path, train_part: Path, tmp_path: Path
+    image: Image, shared: Path, bundle: Path, train_part: Path, tmp_path: Path
 ) -> None:
     parts = tmp_path / "parts"
     parts.mkdir()
     (parts / "part-0001.csv").write_bytes(train_part.read_bytes())
     (parts / "part-0002.csv").write_bytes(b"text,label\n\xff\xfe not utf-8,ham\n")
-    run = job(image, tmp_path, request(model_family="bag", **TINY), train=parts, code=bundle)
+    run = job(image, tmp_path, request(model_family="bag", **TINY), shared, train=parts, code=bundle)
     assert run.returncode != 0
     assert run.failure is not None and "part-0002.csv" in run.failure, run.failure
     assert not (run.model_dir / "model.int8.onnx").exists()
