@@ -109,7 +109,13 @@ class Retraining(pulumi.ComponentResource):
             # The source bundle's hash names the code that trained each model (manifests record it).
             "SKIFF_CODE_VERSION": self.source.etag,
         }
-        start_jobs = statement(["sagemaker:CreateTrainingJob", "sagemaker:AddTags"], [training_jobs_arn])
+        # Guardrails in IAM, not only in our code: whoever holds these functions' roles can start
+        # only this stack's jobs, on the configured instance type, isolated (and encrypted between
+        # instances when there are several).
+        start_jobs = [
+            statement(["sagemaker:CreateTrainingJob"], [training_jobs_arn], Condition=training_job_conditions(s)),
+            statement(["sagemaker:AddTags"], [training_jobs_arn]),  # tags sent with the job
+        ]
 
         def function(short: str, statements: list[dict[str, Any]], env: dict[str, Any], **extra: Any) -> SkiffFunction:
             return args.platform.function(name, short, env, statements, child, **extra)
@@ -134,7 +140,7 @@ class Retraining(pulumi.ComponentResource):
                     [args.upload_queue.arn],
                 ),
                 table_rw,
-                start_jobs,
+                *start_jobs,
                 pass_role,
                 kms,
             ],
@@ -161,7 +167,7 @@ class Retraining(pulumi.ComponentResource):
                 statement(["s3:GetObject"], objects(args.data_bucket, "datasets/")),
                 statement(["sagemaker:DescribeTrainingJob"], [training_jobs_arn]),
                 table_rw,
-                start_jobs,
+                *start_jobs,
                 pass_role,
                 kms,
                 *args.followers.statements,
@@ -204,3 +210,17 @@ class Retraining(pulumi.ComponentResource):
             ),
         )
         self.register_outputs({"sagemaker_role_arn": self.sagemaker_role.arn, "rule_arn": self.rule.arn})
+
+
+def training_job_conditions(s: StackSettings) -> dict[str, Any]:
+    """IAM conditions that every CreateTrainingJob request of the stack must meet."""
+    conditions: dict[str, Any] = {
+        "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": [s.training_instance_type]},
+    }
+    required = {
+        "sagemaker:NetworkIsolation": s.training_network_isolation,
+        "sagemaker:InterContainerTrafficEncryption": s.training_instance_count > 1,
+    }
+    if any(required.values()):
+        conditions["Bool"] = {key: "true" for key, wanted in required.items() if wanted}
+    return conditions

@@ -178,6 +178,8 @@ def training_job_request(
         # No network inside the container: it installs the bundle's wheels with no index and
         # cannot send data anywhere; SageMaker itself still moves channels, checkpoints, output.
         "EnableNetworkIsolation": settings.network_isolation,
+        # Several instances exchange gradients: encrypt that traffic (the stack's IAM demands it).
+        "EnableInterContainerTrafficEncryption": settings.instance_count > 1,
         "CheckpointConfig": {
             "S3Uri": f"s3://{settings.artifacts_bucket}/checkpoints/{name}/",
             "LocalPath": CHECKPOINT_LOCAL_PATH,

@@ -200,6 +200,39 @@ def test_training_jobs_can_be_started_only_under_the_stack_prefix(stack: Deploye
                 assert s["Resource"] == ["arn:aws:sagemaker:eu-west-1:123456789012:training-job/skiff-test-*"]
 
 
+def create_job_conditions(stack: Deployed) -> list[dict[str, Any]]:
+    found = [
+        s.get("Condition", {})
+        for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy")
+        for s in statements(policy)
+        if "sagemaker:CreateTrainingJob" in as_list(s["Action"])
+    ]
+    assert len(found) == 2  # the upload trigger and the completion function start jobs
+    return found
+
+
+def test_jobs_can_be_started_only_on_the_configured_instance_type(stack: Deployed) -> None:
+    for condition in create_job_conditions(stack):
+        assert condition["ForAllValues:StringEquals"] == {"sagemaker:InstanceTypes": ["ml.g5.xlarge"]}
+
+
+def test_jobs_can_be_started_only_network_isolated(stack: Deployed) -> None:
+    for condition in create_job_conditions(stack):
+        assert condition["Bool"] == {"sagemaker:NetworkIsolation": "true"}
+
+
+def test_multi_instance_jobs_must_encrypt_traffic_between_instances(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, training_instance_count=2)
+    for condition in create_job_conditions(stack):
+        assert condition["Bool"]["sagemaker:InterContainerTrafficEncryption"] == "true"
+
+
+def test_without_isolation_the_condition_is_not_demanded(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, training_network_isolation=False)
+    for condition in create_job_conditions(stack):
+        assert "Bool" not in condition
+
+
 # ---- retraining wiring ------------------------------------------------------------------
 
 

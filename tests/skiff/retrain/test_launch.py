@@ -52,3 +52,11 @@ def test_without_isolation_the_container_fetches_its_source_from_s3() -> None:
 def test_an_unreadable_isolation_setting_is_refused_with_its_value() -> None:
     with pytest.raises(ConfigError, match="SKIFF_TRAINING_NETWORK_ISOLATION to be true or false .got: 'maybe'"):
         request(SKIFF_TRAINING_NETWORK_ISOLATION="maybe")
+
+
+def test_one_instance_needs_no_traffic_encryption_between_instances() -> None:
+    assert request()["EnableInterContainerTrafficEncryption"] is False
+
+
+def test_several_instances_encrypt_their_traffic() -> None:
+    assert request(SKIFF_TRAINING_INSTANCE_COUNT="2")["EnableInterContainerTrafficEncryption"] is True
