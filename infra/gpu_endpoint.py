@@ -57,6 +57,7 @@ class GpuEndpoint(pulumi.ComponentResource):
                 ),
             ],
             child,
+            source_account=args.account_id,
         )
         arn = f"arn:aws:sagemaker:{args.region}:{args.account_id}"
         self.followers = ProductionFollowers(

@@ -16,15 +16,15 @@ def document(statements: Sequence[dict[str, Any]]) -> pulumi.Output[str]:
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
-def assume_role(service: str) -> str:
+def assume_role(service: str, source_account: str | None = None) -> str:
+    """A trust policy for ``service``; with ``source_account``, only on behalf of that account
+    (the confused-deputy guard: another account cannot make the service act with this role)."""
     import json
 
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
-        }
-    )
+    trust: dict[str, Any] = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    if source_account is not None:
+        trust["Condition"] = {"StringEquals": {"aws:SourceAccount": source_account}}
+    return json.dumps({"Version": "2012-10-17", "Statement": [trust]})
 
 
 REGISTRY_READ_WRITE = (
@@ -37,14 +37,15 @@ REGISTRY_READ_WRITE = (
 """What a function that registers versions or moves production does to the registry table."""
 
 
-def service_may_send(queue_arn: Any, service: str, source_arn: Any) -> dict[str, Any]:
-    """An SQS queue-policy statement: ``service`` may send, on behalf of ``source_arn`` only."""
-    return statement(
-        ["sqs:SendMessage"],
-        [queue_arn],
-        Principal={"Service": service},
-        Condition={"ArnEquals": {"aws:SourceArn": source_arn}},
-    )
+def service_may_send(
+    queue_arn: Any, service: str, source_arn: Any, source_account: str | None = None
+) -> dict[str, Any]:
+    """An SQS queue-policy statement: ``service`` may send, on behalf of ``source_arn`` (and of
+    ``source_account``) only."""
+    condition: dict[str, Any] = {"ArnEquals": {"aws:SourceArn": source_arn}}
+    if source_account is not None:
+        condition["StringEquals"] = {"aws:SourceAccount": source_account}
+    return statement(["sqs:SendMessage"], [queue_arn], Principal={"Service": service}, Condition=condition)
 
 
 def sagemaker_container_statements(
@@ -80,12 +81,17 @@ def ecr_repository_arn(image_uri: str) -> str:
 
 
 def service_role(
-    name: str, service: str, statements: Sequence[dict[str, Any]], opts: pulumi.ResourceOptions
+    name: str,
+    service: str,
+    statements: Sequence[dict[str, Any]],
+    opts: pulumi.ResourceOptions,
+    source_account: str | None = None,
 ) -> Any:
-    """An IAM role that only ``service`` may assume, with one inline policy of ``statements``."""
+    """An IAM role that only ``service`` may assume (for ``source_account`` only, when given),
+    with one inline policy of ``statements``."""
     import pulumi_aws as aws
 
-    role = aws.iam.Role(f"{name}-role", assume_role_policy=assume_role(service), opts=opts)
+    role = aws.iam.Role(f"{name}-role", assume_role_policy=assume_role(service, source_account), opts=opts)
     aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=document(statements), opts=opts)
     return role
 

@@ -77,6 +77,7 @@ class Retraining(pulumi.ComponentResource):
                 ),
             ],
             child,
+            source_account=args.account_id,
         )
         pass_role = statement(
             ["iam:PassRole"],
@@ -197,7 +198,9 @@ class Retraining(pulumi.ComponentResource):
         aws.sqs.QueuePolicy(
             f"{name}-training-events-dlq-policy",
             queue_url=self.events_dlq.id,
-            policy=document([service_may_send(self.events_dlq.arn, "events.amazonaws.com", self.rule.arn)]),
+            policy=document(
+                [service_may_send(self.events_dlq.arn, "events.amazonaws.com", self.rule.arn, args.account_id)]
+            ),
             opts=child,
         )
         self.completion.invoked_by(

@@ -46,7 +46,10 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
         description="onnxruntime, numpy, aws-lambda-powertools, pydantic (built by skiff bundle)",
     )
 
-    storage = Storage("storage", StorageArgs(s.prefix, s.quarantine_expiry_days, s.noncurrent_version_days))
+    storage = Storage(
+        "storage",
+        StorageArgs(s.prefix, s.quarantine_expiry_days, s.noncurrent_version_days, account_id=account_id),
+    )
     registry = RegistryTable("registry", RegistryArgs(s.prefix, storage.key.arn, s.table_deletion_protection))
     gpu = None
     if s.gpu_endpoint:

@@ -18,6 +18,7 @@ class StorageArgs:
     quarantine_expiry_days: int
     noncurrent_version_days: int
     upload_visibility_timeout_seconds: int = 900  # >= the upload trigger's timeout, as SQS requires
+    account_id: str | None = None  # S3 may notify the upload queue for this account's bucket only
 
 
 class Storage(pulumi.ComponentResource):
@@ -49,7 +50,9 @@ class Storage(pulumi.ComponentResource):
         queue_policy = aws.sqs.QueuePolicy(
             f"{name}-upload-policy",
             queue_url=self.upload_queue.id,
-            policy=document([service_may_send(self.upload_queue.arn, "s3.amazonaws.com", self.data_bucket.arn)]),
+            policy=document(
+                [service_may_send(self.upload_queue.arn, "s3.amazonaws.com", self.data_bucket.arn, args.account_id)]
+            ),
             opts=child,
         )
         self.notification = aws.s3.BucketNotification(

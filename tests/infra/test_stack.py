@@ -106,7 +106,27 @@ def test_only_s3_from_the_data_bucket_may_send_to_the_upload_queue(stack: Deploy
     (allow,) = statements(policy)
     data_bucket_arn = stack.named("aws:s3/bucket:Bucket", "storage-data").outputs["arn"]
     assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
-    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": data_bucket_arn}}
+    assert allow["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": data_bucket_arn},
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+    }
+
+
+def test_only_this_accounts_training_rule_may_send_to_the_events_dlq(stack: Deployed) -> None:
+    policy = stack.one("aws:sqs/queuePolicy:QueuePolicy", lambda r: "events" in r.name)
+    (allow,) = statements(policy)
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+
+
+def test_sagemaker_assumes_the_stacks_roles_only_on_behalf_of_this_account(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, gpu_endpoint=True, gpu_inference_image_uri=GPU_IMAGE)
+    roles = [
+        r for r in stack.of_type("aws:iam/role:Role") if "sagemaker.amazonaws.com" in r.inputs["assumeRolePolicy"]
+    ]
+    assert len(roles) == 2  # training and the GPU endpoint
+    for role in roles:
+        (trust,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+        assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
 
 
 def test_upload_queue_has_a_dead_letter_queue(stack: Deployed) -> None:
