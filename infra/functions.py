@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.policies import assume_role, document, statement
+from infra.policies import assume_role, document, service_may_send, statement
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,22 @@ class SkiffFunction(pulumi.ComponentResource):
         self.register_outputs({"function_name": self.function.name, "function_arn": self.function.arn})
 
     def invoked_by(
-        self, name: str, rule: aws.cloudwatch.EventRule, opts: pulumi.ResourceOptions, **target: Any
+        self,
+        name: str,
+        rule: aws.cloudwatch.EventRule,
+        opts: pulumi.ResourceOptions,
+        dead_letters: aws.sqs.Queue | None = None,
     ) -> None:
-        """Deliver ``rule``'s events to this function; EventBridge may invoke it for that rule only."""
+        """Deliver ``rule``'s events to this function; EventBridge may invoke it for that rule only.
+
+        With ``dead_letters`` (see :func:`event_dead_letter_queue`), a failed delivery is retried
+        for an hour, then the event is kept there instead of dropped."""
+        target: dict[str, Any] = {}
+        if dead_letters is not None:
+            target["dead_letter_config"] = aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=dead_letters.arn)
+            target["retry_policy"] = aws.cloudwatch.EventTargetRetryPolicyArgs(
+                maximum_event_age_in_seconds=3600, maximum_retry_attempts=8
+            )
         aws.cloudwatch.EventTarget(f"{name}-target", rule=rule.name, arn=self.function.arn, opts=opts, **target)
         aws.lambda_.Permission(
             f"{name}-invoke",
@@ -133,3 +146,17 @@ class SkiffFunction(pulumi.ComponentResource):
             source_arn=rule.arn,
             opts=opts,
         )
+
+
+def event_dead_letter_queue(
+    name: str, rule: aws.cloudwatch.EventRule, account_id: str, opts: pulumi.ResourceOptions
+) -> aws.sqs.Queue:
+    """An encrypted queue that only ``rule`` (of this account) may send undeliverable events to."""
+    queue = aws.sqs.Queue(name, message_retention_seconds=14 * 24 * 3600, sqs_managed_sse_enabled=True, opts=opts)
+    aws.sqs.QueuePolicy(
+        f"{name}-policy",
+        queue_url=queue.id,
+        policy=document([service_may_send(queue.arn, "events.amazonaws.com", rule.arn, account_id)]),
+        opts=opts,
+    )
+    return queue

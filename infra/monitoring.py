@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import FunctionPlatform, ProductionFollowers
+from infra.functions import FunctionPlatform, ProductionFollowers, event_dead_letter_queue
 from infra.policies import REGISTRY_READ_WRITE, objects, statement
 from infra.settings import StackSettings
 
@@ -22,6 +22,7 @@ class MonitoringArgs:
     queues: dict[str, aws.sqs.Queue]  # dead-letter queues to watch, by short name
     platform: FunctionPlatform
     artifacts_bucket: aws.s3.Bucket
+    account_id: str
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
 
 
@@ -38,6 +39,20 @@ class Monitoring(pulumi.ComponentResource):
             """An alarm named after the stack; no data (an idle stack) is not a breach."""
             return aws.cloudwatch.MetricAlarm(
                 f"{name}-{short}", name=f"{s.prefix}-{short}", treat_missing_data="notBreaching", opts=child, **settings
+            )
+
+        def dead_letters_alarm(short: str, queue: aws.sqs.Queue) -> aws.cloudwatch.MetricAlarm:
+            return alarm(
+                f"{short}-dlq-depth",
+                alarm_description=f"Messages waiting in the {short} dead-letter queue",
+                namespace="AWS/SQS",
+                metric_name="ApproximateNumberOfMessagesVisible",
+                statistic="Maximum",
+                dimensions={"QueueName": queue.name},
+                period=300,
+                comparison_operator="GreaterThanThreshold",
+                threshold=0,
+                evaluation_periods=1,
             )
 
         self.serving_alarms = [
@@ -124,21 +139,7 @@ class Monitoring(pulumi.ComponentResource):
                 threshold=1,
                 evaluation_periods=1,
             ),
-            *[
-                alarm(
-                    f"{short}-dlq-depth",
-                    alarm_description=f"Messages waiting in the {short} dead-letter queue",
-                    namespace="AWS/SQS",
-                    metric_name="ApproximateNumberOfMessagesVisible",
-                    statistic="Maximum",
-                    dimensions={"QueueName": queue.name},
-                    period=300,
-                    comparison_operator="GreaterThanThreshold",
-                    threshold=0,
-                    evaluation_periods=1,
-                )
-                for short, queue in args.queues.items()
-            ],
+            *[dead_letters_alarm(short, queue) for short, queue in args.queues.items()],
         ]
 
         self.rollback = args.platform.function(
@@ -168,7 +169,11 @@ class Monitoring(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.rollback.invoked_by(f"{name}-serving-alarm", self.rollback_rule, child)
+        self.rollback_dlq = event_dead_letter_queue(
+            f"{name}-alarm-rollback-dlq", self.rollback_rule, args.account_id, child
+        )
+        self.rollback.invoked_by(f"{name}-serving-alarm", self.rollback_rule, child, dead_letters=self.rollback_dlq)
+        self.other_alarms.append(dead_letters_alarm("alarm-rollback", self.rollback_dlq))
         self.register_outputs({"rollback_rule_arn": self.rollback_rule.arn})
 
 

@@ -10,13 +10,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.functions import FunctionPlatform, ProductionFollowers, SkiffFunction
+from infra.functions import FunctionPlatform, ProductionFollowers, SkiffFunction, event_dead_letter_queue
 from infra.policies import (
     REGISTRY_READ_WRITE,
-    document,
     objects,
     sagemaker_container_statements,
-    service_may_send,
     service_role,
     statement,
 )
@@ -183,35 +181,14 @@ class Retraining(pulumi.ComponentResource):
             memory_mb=2048,
             timeout_seconds=900,
         )
-        self.events_dlq = aws.sqs.Queue(
-            f"{name}-training-events-dlq",
-            message_retention_seconds=14 * 24 * 3600,
-            sqs_managed_sse_enabled=True,
-            opts=child,
-        )
         self.rule = aws.cloudwatch.EventRule(
             f"{name}-training-job-state",
             description=f"{s.prefix}: final states of this stack's SageMaker training jobs",
             event_pattern=json.dumps(training_event_pattern(s.prefix)),
             opts=child,
         )
-        aws.sqs.QueuePolicy(
-            f"{name}-training-events-dlq-policy",
-            queue_url=self.events_dlq.id,
-            policy=document(
-                [service_may_send(self.events_dlq.arn, "events.amazonaws.com", self.rule.arn, args.account_id)]
-            ),
-            opts=child,
-        )
-        self.completion.invoked_by(
-            f"{name}-training-job-state",
-            self.rule,
-            child,
-            dead_letter_config=aws.cloudwatch.EventTargetDeadLetterConfigArgs(arn=self.events_dlq.arn),
-            retry_policy=aws.cloudwatch.EventTargetRetryPolicyArgs(
-                maximum_event_age_in_seconds=3600, maximum_retry_attempts=8
-            ),
-        )
+        self.events_dlq = event_dead_letter_queue(f"{name}-training-events-dlq", self.rule, args.account_id, child)
+        self.completion.invoked_by(f"{name}-training-job-state", self.rule, child, dead_letters=self.events_dlq)
         self.register_outputs({"sagemaker_role_arn": self.sagemaker_role.arn, "rule_arn": self.rule.arn})
 
 

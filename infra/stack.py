@@ -98,6 +98,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             queues={"upload": storage.upload_dlq, "training-events": retraining.events_dlq},
             platform=platform,
             artifacts_bucket=storage.artifacts_bucket,
+            account_id=account_id,
             followers=followers,
         ),
     )

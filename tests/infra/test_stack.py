@@ -418,6 +418,7 @@ def test_alarms_cover_serving_training_and_dead_letters(stack: Deployed) -> None
         "skiff-test-training-failures",
         "skiff-test-upload-dlq-depth",
         "skiff-test-training-events-dlq-depth",
+        "skiff-test-alarm-rollback-dlq-depth",
     }
 
 
@@ -447,6 +448,13 @@ def test_the_unloadable_alarm_counts_the_inference_503s_and_the_rollback_functio
     policy = stack.named("aws:iam/rolePolicy:RolePolicy", "monitoring-alarm-rollback-policy")
     reads = [s for s in statements(policy) if as_list(s["Action"]) == ["s3:GetObject"]]
     assert reads and all(r.endswith("/models/*") for s in reads for r in as_list(s["Resource"]))
+
+
+def test_an_alarm_event_the_rollback_function_cannot_take_is_retried_then_kept(stack: Deployed) -> None:
+    target = stack.named("aws:cloudwatch/eventTarget:EventTarget", "serving-alarm-target")
+    dlq = stack.named("aws:sqs/queue:Queue", "alarm-rollback-dlq")
+    assert target.inputs["deadLetterConfig"] == {"arn": dlq.outputs["arn"]}
+    assert target.inputs["retryPolicy"] == {"maximumEventAgeInSeconds": 3600, "maximumRetryAttempts": 8}
 
 
 def test_outputs_name_the_api_the_buckets_and_an_upload_command(stack: Deployed) -> None:
