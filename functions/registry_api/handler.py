@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skiff import settings
 from skiff.aws import client
 from skiff.errors import RequestError
-from skiff.registry.table import VERSION_ID, AliasChange, Registry
+from skiff.registry.table import REASON_PATTERN, VERSION_ID, AliasChange, Registry
 from skiff.serve.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
 from skiff.serve.http import ErrorBody, install_error_handlers, normalize_event, parse_json_body, require_json
 
@@ -127,7 +127,7 @@ class ChangeRequest(BaseModel):
     reason: str = Field(
         min_length=1,
         max_length=500,
-        pattern=r"\S",  # not only spaces: the registry refuses a blank reason
+        pattern=REASON_PATTERN,  # one visible character: the registry refuses a blank reason
         description="why production changes (kept in the audit trail)",
     )
 

@@ -380,8 +380,14 @@ class Registry:
         raise ConflictError(f"expected to {action} within {MAX_ATTEMPTS} attempts (got: constant concurrent changes)")
 
 
+REASON_PATTERN = r"[^\s\x00-\x20\x7f-\x9f\ufeff]"
+"""A reason must hold one visible character: not only spaces or control characters. The same
+pattern is the registry API's schema for it; the explicit ranges make Python's, JSON Schema's
+(ECMA) and pydantic's (Rust) readings of it agree, since their ``\s`` differ at the edges."""
+
+
 def _require_reason(reason: str) -> None:
-    if not isinstance(reason, str) or not reason.strip():
+    if not isinstance(reason, str) or not re.search(REASON_PATTERN, reason):
         raise RegistryError("expected a non-empty reason (got: empty); say why production changes")
 
 

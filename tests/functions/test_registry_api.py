@@ -185,3 +185,9 @@ def test_reusing_an_idempotency_key_with_another_reason_is_409(versions: list[st
 def test_malformed_idempotency_key_is_400(versions: list[str]) -> None:
     status, body = call("POST", "/rollback", {"reason": "x"}, idempotency_key="short")
     assert status == 400 and "Idempotency-Key" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("reason", [" ", "\u001f", "\u0085", "\ufeff", "\u00a0\u3000"])
+def test_a_reason_without_a_visible_character_is_400(versions: list[str], reason: str) -> None:
+    status, body = call("POST", f"/models/{versions[0]}/promote", {"reason": reason})
+    assert status == 400 and "reason" in body["error"]["message"]
