@@ -38,6 +38,8 @@ class StackSettings:
     throttle_burst_limit: int = 100
     table_deletion_protection: bool = True
     quarantine_expiry_days: int = 30
+    checkpoint_expiry_days: int = 7
+    job_output_expiry_days: int = 90
     noncurrent_version_days: int = 30
     upload_batch_window_seconds: int = 30
     gate_metric: str = "accuracy"

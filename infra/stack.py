@@ -48,7 +48,14 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
 
     storage = Storage(
         "storage",
-        StorageArgs(s.prefix, s.quarantine_expiry_days, s.noncurrent_version_days, account_id=account_id),
+        StorageArgs(
+            s.prefix,
+            s.quarantine_expiry_days,
+            s.noncurrent_version_days,
+            account_id=account_id,
+            checkpoint_expiry_days=s.checkpoint_expiry_days,
+            job_output_expiry_days=s.job_output_expiry_days,
+        ),
     )
     registry = RegistryTable("registry", RegistryArgs(s.prefix, storage.key.arn, s.table_deletion_protection))
     gpu = None

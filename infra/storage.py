@@ -19,6 +19,8 @@ class StorageArgs:
     noncurrent_version_days: int
     upload_visibility_timeout_seconds: int = 900  # >= the upload trigger's timeout, as SQS requires
     account_id: str | None = None  # S3 may notify the upload queue for this account's bucket only
+    checkpoint_expiry_days: int = 7  # checkpoints matter only while a (spot) job runs
+    job_output_expiry_days: int = 90  # model.tar.gz from jobs; the registry serves its own copy under models/
 
 
 class Storage(pulumi.ComponentResource):
@@ -34,8 +36,14 @@ class Storage(pulumi.ComponentResource):
             deletion_window_in_days=30,
             opts=child,
         )
-        self.data_bucket = self._bucket(f"{name}-data", args, lifecycle_quarantine=True)
-        self.artifacts_bucket = self._bucket(f"{name}-artifacts", args, lifecycle_quarantine=False)
+        self.data_bucket = self._bucket(
+            f"{name}-data", args, {QUARANTINE: args.quarantine_expiry_days, REJECTIONS: args.quarantine_expiry_days}
+        )
+        self.artifacts_bucket = self._bucket(
+            f"{name}-artifacts",
+            args,
+            {"checkpoints/": args.checkpoint_expiry_days, "jobs/": args.job_output_expiry_days},
+        )
 
         self.upload_dlq = aws.sqs.Queue(
             f"{name}-upload-dlq", message_retention_seconds=14 * 24 * 3600, sqs_managed_sse_enabled=True, opts=child
@@ -76,7 +84,8 @@ class Storage(pulumi.ComponentResource):
             }
         )
 
-    def _bucket(self, name: str, args: StorageArgs, lifecycle_quarantine: bool) -> aws.s3.Bucket:
+    def _bucket(self, name: str, args: StorageArgs, expiring: dict[str, int]) -> aws.s3.Bucket:
+        """A bucket whose objects under each prefix of ``expiring`` go after that many days."""
         child = pulumi.ResourceOptions(parent=self)
         bucket = aws.s3.Bucket(name, force_destroy=False, opts=child)
         aws.s3.BucketOwnershipControls(
@@ -124,16 +133,15 @@ class Storage(pulumi.ComponentResource):
                 ),
             )
         ]
-        if lifecycle_quarantine:
-            rules += [
-                aws.s3.BucketLifecycleConfigurationRuleArgs(
-                    id=f"expire-{prefix.rstrip('/')}",
-                    status="Enabled",
-                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=prefix),
-                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=args.quarantine_expiry_days),
-                )
-                for prefix in (QUARANTINE, REJECTIONS)
-            ]
+        rules += [
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id=f"expire-{prefix.rstrip('/')}",
+                status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=prefix),
+                expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=days),
+            )
+            for prefix, days in expiring.items()
+        ]
         aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.id, rules=rules, opts=child)
         aws.s3.BucketPolicy(
             f"{name}-tls-only",

@@ -92,6 +92,23 @@ def test_quarantine_and_rejections_expire_and_old_versions_go(stack: Deployed) -
     assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] == 30
 
 
+def test_checkpoints_and_job_output_expire(stack: Deployed) -> None:
+    lifecycle = stack.named("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "artifacts-lifecycle")
+    rules = {r["id"]: r for r in lifecycle.inputs["rules"]}
+    assert (rules["expire-checkpoints"]["filter"]["prefix"], rules["expire-checkpoints"]["expiration"]["days"]) == (
+        "checkpoints/",
+        7,
+    )
+    assert (rules["expire-jobs"]["filter"]["prefix"], rules["expire-jobs"]["expiration"]["days"]) == ("jobs/", 90)
+    assert "expire-models" not in rules  # what serves never expires
+
+
+def test_expiry_of_checkpoints_is_configurable(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, checkpoint_expiry_days=2)
+    lifecycle = stack.named("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "artifacts-lifecycle")
+    assert {r["id"]: r for r in lifecycle.inputs["rules"]}["expire-checkpoints"]["expiration"]["days"] == 2
+
+
 def test_incoming_uploads_notify_the_upload_queue(stack: Deployed) -> None:
     notification = stack.one("aws:s3/bucketNotification:BucketNotification")
     upload_queue = stack.named("aws:sqs/queue:Queue", "storage-upload")
@@ -120,9 +137,7 @@ def test_only_this_accounts_training_rule_may_send_to_the_events_dlq(stack: Depl
 
 def test_sagemaker_assumes_the_stacks_roles_only_on_behalf_of_this_account(bundle_dir: Path) -> None:
     stack = run_program(bundle_dir, gpu_endpoint=True, gpu_inference_image_uri=GPU_IMAGE)
-    roles = [
-        r for r in stack.of_type("aws:iam/role:Role") if "sagemaker.amazonaws.com" in r.inputs["assumeRolePolicy"]
-    ]
+    roles = [r for r in stack.of_type("aws:iam/role:Role") if "sagemaker.amazonaws.com" in r.inputs["assumeRolePolicy"]]
     assert len(roles) == 2  # training and the GPU endpoint
     for role in roles:
         (trust,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
