@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,31 +195,37 @@ class StackClient:
             "check `skiff jobs` and the upload trigger's logs"
         )
 
-    def jobs(self) -> list[dict[str, Any]]:
+    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """This stack's newest jobs (by name prefix, not the account's), with status, epoch
+        progress (local stack) and, for a failed job, SageMaker's FailureReason."""
         sagemaker = client("sagemaker")
-        summaries = sagemaker.list_training_jobs(SortBy="CreationTime", SortOrder="Descending", MaxResults=50)
         prefix = f"{self.outputs.job_prefix}-"
+        summaries: list[dict[str, Any]] = []
+        pages = sagemaker.get_paginator("list_training_jobs").paginate(
+            NameContains=prefix, SortBy="CreationTime", SortOrder="Descending"
+        )
+        for page in pages:
+            summaries += [s for s in page["TrainingJobSummaries"] if s["TrainingJobName"].startswith(prefix)]
+            if len(summaries) >= limit:
+                break
         progress = self._local_progress()
         jobs = []
-        for summary in summaries["TrainingJobSummaries"]:
+        for summary in summaries[:limit]:
             name = summary["TrainingJobName"]
-            if not name.startswith(prefix):
-                continue
-            local = progress.get(name, {})
+            local = progress.pop(name, {})
             # moto marks every job Completed at once; the local executor knows the real state.
             status = local.get("status", "Pending") if self.outputs.is_local else summary["TrainingJobStatus"]
+            reason = local.get("failure_reason")
+            if reason is None and status == "Failed" and not self.outputs.is_local:
+                reason = sagemaker.describe_training_job(TrainingJobName=name).get("FailureReason")
+            jobs.append(_job_row(name, prefix, status, local, reason, str(summary["CreationTime"])))
+        # Jobs of an earlier run of the local stack: moto forgot them, its progress file did not.
+        for name, local in sorted(progress.items(), key=lambda item: -float(item[1].get("started") or 0)):
+            created = datetime.fromtimestamp(float(local.get("started") or 0), UTC).isoformat(sep=" ")
             jobs.append(
-                {
-                    "name": name,
-                    "dataset_version": name[len(prefix) :],
-                    "status": status,
-                    "epoch": local.get("epoch"),
-                    "epochs": local.get("epochs"),
-                    "failure_reason": local.get("failure_reason"),
-                    "created": str(summary["CreationTime"]),
-                }
+                _job_row(name, prefix, local.get("status", "Unknown"), local, local.get("failure_reason"), created)
             )
-        return jobs
+        return jobs[:limit]
 
     def _local_progress(self) -> dict[str, Any]:
         path = Path(self.outputs.progress_file) if self.outputs.progress_file else None
@@ -234,3 +241,17 @@ class StackClient:
                     return model
             time.sleep(0.5)
         raise SkiffError(f"expected training job {job_name} to finish within {timeout:.0f}s (got: still running)")
+
+
+def _job_row(
+    name: str, prefix: str, status: str, local: dict[str, Any], failure_reason: str | None, created: str
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "dataset_version": name[len(prefix) :],
+        "status": status,
+        "epoch": local.get("epoch"),
+        "epochs": local.get("epochs"),
+        "failure_reason": failure_reason,
+        "created": created,
+    }
