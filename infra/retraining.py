@@ -20,7 +20,7 @@ from infra.policies import (
 )
 from infra.settings import StackSettings
 from infra.storage import source_object
-from skiff.retrain.launch import training_event_pattern
+from skiff.retrain.launch import TRAINING_LOG_GROUP, training_event_pattern, training_job_keys
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,26 @@ class Retraining(pulumi.ComponentResource):
                     args.region,
                     args.account_id,
                     args.image_uri,
-                    "/aws/sagemaker/TrainingJobs",
-                    "/aws/sagemaker/TrainingJobs",
+                    TRAINING_LOG_GROUP,
+                    TRAINING_LOG_GROUP,
                 ),
             ],
             child,
             source_account=args.account_id,
         )
+        # SageMaker encrypts a job's EBS volume through a grant made on behalf of whoever starts the job.
+        grant_for_jobs = statement(
+            ["kms:CreateGrant"],
+            [args.platform.key.arn],
+            Condition={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        )
+        # SageMaker's training log group is account-wide and created without retention: the
+        # launchers give it the stack's retention when it has none (skiff.retrain.launch).
+        logs_arn = f"arn:aws:logs:{args.region}:{args.account_id}:log-group"
+        training_logs_retention = [
+            statement(["logs:CreateLogGroup", "logs:PutRetentionPolicy"], [f"{logs_arn}:{TRAINING_LOG_GROUP}:*"]),
+            statement(["logs:DescribeLogGroups"], [f"{logs_arn}:*"]),
+        ]
         pass_role = statement(
             ["iam:PassRole"],
             [self.sagemaker_role.arn],
@@ -97,6 +110,8 @@ class Retraining(pulumi.ComponentResource):
             "SKIFF_TRAINING_INSTANCE_COUNT": str(s.training_instance_count),
             "SKIFF_TRAINING_USE_SPOT": str(s.use_spot).lower(),
             "SKIFF_TRAINING_NETWORK_ISOLATION": str(s.training_network_isolation).lower(),
+            "SKIFF_KMS_KEY_ARN": args.platform.key.arn,
+            "SKIFF_TRAINING_LOG_RETENTION_DAYS": str(s.log_retention_days),
             "SKIFF_TRAINING_MAX_RUNTIME_SECONDS": str(s.max_runtime_seconds),
             "SKIFF_TRAINING_MAX_WAIT_SECONDS": str(s.max_wait_seconds),
             "SKIFF_HYPERPARAMETERS": json.dumps(s.hyperparameters),
@@ -109,10 +124,14 @@ class Retraining(pulumi.ComponentResource):
             "SKIFF_CODE_VERSION": self.source.etag,
         }
         # Guardrails in IAM, not only in our code: whoever holds these functions' roles can start
-        # only this stack's jobs, on the configured instance type, isolated (and encrypted between
-        # instances when there are several).
+        # only this stack's jobs, on the configured instance type, isolated, encrypted with the
+        # stack's key (and between instances when there are several).
         start_jobs = [
-            statement(["sagemaker:CreateTrainingJob"], [training_jobs_arn], Condition=training_job_conditions(s)),
+            statement(
+                ["sagemaker:CreateTrainingJob"],
+                [training_jobs_arn],
+                Condition=training_job_conditions(s, args.platform.key.arn),
+            ),
             statement(["sagemaker:AddTags"], [training_jobs_arn]),  # tags sent with the job
         ]
 
@@ -142,6 +161,8 @@ class Retraining(pulumi.ComponentResource):
                 *start_jobs,
                 pass_role,
                 kms,
+                grant_for_jobs,
+                *training_logs_retention,
             ],
             job_env,
             memory_mb=1024,
@@ -169,6 +190,8 @@ class Retraining(pulumi.ComponentResource):
                 *start_jobs,
                 pass_role,
                 kms,
+                grant_for_jobs,
+                *training_logs_retention,
                 *args.followers.statements,
             ],
             {
@@ -192,10 +215,14 @@ class Retraining(pulumi.ComponentResource):
         self.register_outputs({"sagemaker_role_arn": self.sagemaker_role.arn, "rule_arn": self.rule.arn})
 
 
-def training_job_conditions(s: StackSettings) -> dict[str, Any]:
+def training_job_conditions(s: StackSettings, key_arn: pulumi.Input[str]) -> dict[str, Any]:
     """IAM conditions that every CreateTrainingJob request of the stack must meet."""
+    output_key, volume_key = training_job_keys("the stack's key", s.training_instance_type)
+    keys = {"sagemaker:OutputKmsKey": output_key, "sagemaker:VolumeKmsKey": volume_key}
     conditions: dict[str, Any] = {
         "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": [s.training_instance_type]},
+        # the same keys the request names (no volume key where the instance has instance storage)
+        "ArnEquals": {name: key_arn for name, entry in keys.items() if entry},
     }
     required = {
         "sagemaker:NetworkIsolation": s.training_network_isolation,

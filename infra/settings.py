@@ -40,6 +40,7 @@ class StackSettings:
     quarantine_expiry_days: int = 30
     checkpoint_expiry_days: int = 7
     job_output_expiry_days: int = 90
+    access_log_expiry_days: int = 365
     noncurrent_version_days: int = 30
     upload_batch_window_seconds: int = 30
     gate_metric: str = "accuracy"

@@ -55,6 +55,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             account_id=account_id,
             checkpoint_expiry_days=s.checkpoint_expiry_days,
             job_output_expiry_days=s.job_output_expiry_days,
+            access_log_expiry_days=s.access_log_expiry_days,
         ),
     )
     registry = RegistryTable("registry", RegistryArgs(s.prefix, storage.key.arn, s.table_deletion_protection))
@@ -114,6 +115,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
         "data_bucket": storage.data_bucket.bucket,
         "artifacts_bucket": storage.artifacts_bucket.bucket,
         "registry_table": registry.table.name,
+        "access_log_bucket": storage.log_bucket.bucket,
         "job_prefix": s.prefix,
         "upload_command": pulumi.Output.concat("aws s3 cp data.csv s3://", storage.data_bucket.bucket, "/incoming/"),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,11 @@ class StorageArgs:
     account_id: str | None = None  # S3 may notify the upload queue for this account's bucket only
     checkpoint_expiry_days: int = 7  # checkpoints matter only while a (spot) job runs
     job_output_expiry_days: int = 90  # model.tar.gz from jobs; the registry serves its own copy under models/
+    access_log_expiry_days: int = 365  # S3 server access logs of both buckets
+
+
+ACCESS_LOGS = "access-logs/"
+"""Where the log bucket keeps each bucket's S3 server access logs (``access-logs/<bucket>/…``)."""
 
 
 class Storage(pulumi.ComponentResource):
@@ -43,6 +49,9 @@ class Storage(pulumi.ComponentResource):
             f"{name}-artifacts",
             args,
             {"checkpoints/": args.checkpoint_expiry_days, "jobs/": args.job_output_expiry_days},
+        )
+        self.log_bucket = self._log_bucket(
+            f"{name}-access-logs", args, {f"{name}-data": self.data_bucket, f"{name}-artifacts": self.artifacts_bucket}
         )
 
         self.upload_dlq = aws.sqs.Queue(
@@ -81,11 +90,55 @@ class Storage(pulumi.ComponentResource):
                 "artifacts_bucket": self.artifacts_bucket.bucket,
                 "upload_queue_arn": self.upload_queue.arn,
                 "key_arn": self.key.arn,
+                "log_bucket": self.log_bucket.bucket,
             }
         )
 
-    def _bucket(self, name: str, args: StorageArgs, expiring: dict[str, int]) -> aws.s3.Bucket:
-        """A bucket whose objects under each prefix of ``expiring`` go after that many days."""
+    def _log_bucket(self, name: str, args: StorageArgs, sources: dict[str, aws.s3.Bucket]) -> aws.s3.Bucket:
+        """Who read or wrote what, for ``sources``: S3 server access logs, delivered by S3's
+        logging service (for these buckets of this account only), kept for a set time."""
+        child = pulumi.ResourceOptions(parent=self)
+        logs = self._bucket(
+            name,
+            args,
+            {ACCESS_LOGS: args.access_log_expiry_days},
+            # S3 delivers access logs only to a bucket encrypted with S3-managed keys (not KMS).
+            sse_algorithm="AES256",
+            allow=lambda bucket: [
+                {
+                    "Sid": "S3ServerAccessLogs",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "logging.s3.amazonaws.com"},
+                    "Action": "s3:PutObject",
+                    "Resource": pulumi.Output.concat(bucket.arn, "/", ACCESS_LOGS, "*"),
+                    "Condition": {
+                        "ArnLike": {"aws:SourceArn": [source.arn for source in sources.values()]},
+                        **({"StringEquals": {"aws:SourceAccount": args.account_id}} if args.account_id else {}),
+                    },
+                }
+            ],
+        )
+        for source_name, source in sources.items():
+            aws.s3.BucketLogging(
+                f"{source_name}-access-logging",
+                bucket=source.id,
+                target_bucket=logs.id,
+                target_prefix=pulumi.Output.concat(ACCESS_LOGS, source.bucket, "/"),
+                opts=child,
+            )
+        return logs
+
+    def _bucket(
+        self,
+        name: str,
+        args: StorageArgs,
+        expiring: dict[str, int],
+        sse_algorithm: str = "aws:kms",
+        allow: Callable[[aws.s3.Bucket], list[dict[str, Any]]] | None = None,
+    ) -> aws.s3.Bucket:
+        """A bucket whose objects under each prefix of ``expiring`` go after that many days;
+        encrypted with the stack's key unless ``sse_algorithm`` says otherwise; its policy denies
+        requests without TLS and grants what ``allow`` returns for it."""
         child = pulumi.ResourceOptions(parent=self)
         bucket = aws.s3.Bucket(name, force_destroy=False, opts=child)
         aws.s3.BucketOwnershipControls(
@@ -115,8 +168,8 @@ class Storage(pulumi.ComponentResource):
             rules=[
                 aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                     apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                        sse_algorithm="aws:kms",
-                        kms_master_key_id=self.key.arn,
+                        sse_algorithm=sse_algorithm,
+                        kms_master_key_id=self.key.arn if sse_algorithm == "aws:kms" else None,
                     ),
                     bucket_key_enabled=True,
                 )
@@ -155,7 +208,8 @@ class Storage(pulumi.ComponentResource):
                         "Action": "s3:*",
                         "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
                         "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                    }
+                    },
+                    *(allow(bucket) if allow else []),
                 ]
             ),
             opts=child,

@@ -68,3 +68,21 @@ class LazyClient:
 
     def __set__(self, instance: object, value: Any) -> None:
         instance.__dict__[self.slot] = value
+
+
+_INSTANCE_STORAGE_FAMILIES = frozenset({"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "trn1", "trn1n", "trn2"})
+"""ML instance families with NVMe instance storage whose names do not say so with a "d"."""
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """Whether SageMaker runs ``instance_type`` on NVMe instance storage instead of an EBS volume.
+
+    Such storage is encrypted by the instance's hardware, and SageMaker refuses a volume KMS
+    key for it (``VolumeKmsKeyId`` of a training job, ``KmsKeyId`` of an endpoint config): the
+    request fails. Families with a "d" after the generation (m5d, c5d, r5d, g4dn, p3dn, p4d,
+    p4de, c6id…) and the GPU/Trainium families listed above have it.
+    """
+    family = instance_type.removeprefix("ml.").split(".")[0]
+    generation_and_options = family.lstrip("abcdefghijklmnopqrstuvwxyz")  # "g4dn" -> "4dn"
+    options = generation_and_options.lstrip("0123456789")
+    return family in _INSTANCE_STORAGE_FAMILIES or "d" in options

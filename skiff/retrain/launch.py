@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from skiff import dynamo
 from skiff import settings as env
-from skiff.aws import LazyClient
+from skiff.aws import LazyClient, has_instance_storage
 from skiff.errors import ConfigError, ConflictError
 from skiff.model.artifact import code_version
 from skiff.model.hyperparameters import Hyperparameters
@@ -38,6 +38,9 @@ CODE_CHANNEL_SOURCE = "/opt/ml/input/data/code/sourcedir.tar.gz"
 S3 itself, so (as the SageMaker SDK does) the bundle arrives as the ``code`` input channel."""
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 MAX_ATTEMPTS = 20
+
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+"""Where SageMaker writes every training job's logs, for the whole account and region."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class TrainingJobSettings:
     tags: Mapping[str, str] = field(default_factory=dict)
     base_model_uri: str | None = None  # s3:// prefix of a Hugging Face model dir (transformer family)
     network_isolation: bool = True  # the container reaches no network: the bundle carries its wheels
+    kms_key_arn: str | None = None  # the stack's key: job output, and the volume where there is one
+    log_retention_days: int | None = None  # for SageMaker's account-wide training log group, if it has none
 
     def __post_init__(self) -> None:
         if not self.job_prefix or len(self.job_prefix) > 40:
@@ -96,6 +101,8 @@ class TrainingJobSettings:
             tags=json.loads(raw_tags) if raw_tags else {},
             base_model_uri=e.get("SKIFF_BASE_MODEL_URI") or None,
             network_isolation=env.boolean("SKIFF_TRAINING_NETWORK_ISOLATION", True, e),
+            kms_key_arn=e.get("SKIFF_KMS_KEY_ARN") or None,
+            log_retention_days=env.integer("SKIFF_TRAINING_LOG_RETENTION_DAYS", 0, e, minimum=0) or None,
         )
 
     def job_name(self, dataset_version: str) -> str:
@@ -154,6 +161,7 @@ def training_job_request(
         channels.append(_channel("base_model", settings.base_model_uri))  # train.py reads SM_CHANNEL_BASE_MODEL
     if settings.network_isolation:
         channels.append(_channel(CODE_CHANNEL, settings.source_uri))
+    output_key, volume_key = training_job_keys(settings.kms_key_arn, settings.instance_type)
     return {
         "TrainingJobName": name,
         "AlgorithmSpecification": {"TrainingImage": settings.image_uri, "TrainingInputMode": "File"},
@@ -167,11 +175,12 @@ def training_job_request(
             distributed=settings.hyperparameters.model_family == "transformer",
         ),
         "InputDataConfig": channels,
-        "OutputDataConfig": {"S3OutputPath": f"s3://{settings.artifacts_bucket}/jobs/"},
+        "OutputDataConfig": {"S3OutputPath": f"s3://{settings.artifacts_bucket}/jobs/", **output_key},
         "ResourceConfig": {
             "InstanceType": settings.instance_type,
             "InstanceCount": settings.instance_count,
             "VolumeSizeInGB": settings.volume_gb,
+            **volume_key,
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": settings.use_spot,
@@ -189,6 +198,15 @@ def training_job_request(
     }
 
 
+def training_job_keys(key_arn: str | None, instance_type: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``OutputDataConfig`` and ``ResourceConfig`` entries that encrypt with ``key_arn``: the
+    output always; the volume only where there is an EBS volume (SageMaker refuses a volume key
+    on instance storage, which the hardware encrypts — :func:`skiff.aws.has_instance_storage`)."""
+    if not key_arn:
+        return {}, {}
+    return {"KmsKeyId": key_arn}, {} if has_instance_storage(instance_type) else {"VolumeKmsKeyId": key_arn}
+
+
 @dataclass(frozen=True)
 class ScheduleOutcome:
     status: str  # "started", "queued", "already-started"
@@ -201,10 +219,14 @@ class TrainingScheduler:
 
     dynamodb = LazyClient("dynamodb")
     sagemaker = LazyClient("sagemaker")
+    logs = LazyClient("logs")
 
-    def __init__(self, table: str, settings: TrainingJobSettings, sagemaker: Any = None, dynamodb: Any = None) -> None:
+    def __init__(
+        self, table: str, settings: TrainingJobSettings, sagemaker: Any = None, dynamodb: Any = None, logs: Any = None
+    ) -> None:
         self.table, self.settings = table, settings
-        self.sagemaker, self.dynamodb = sagemaker, dynamodb
+        self.sagemaker, self.dynamodb, self.logs = sagemaker, dynamodb, logs
+        self._retention_checked = False
 
     def state(self) -> dict[str, Any]:
         return dynamo.get(self.dynamodb, self.table, "TRAINING", "STATE") or {}
@@ -253,6 +275,7 @@ class TrainingScheduler:
         try:
             self.sagemaker.create_training_job(**request)
             log.info("started training job %s", job_name)
+            self._limit_log_retention()
         except ClientError as exc:
             code, message = exc.response["Error"]["Code"], exc.response["Error"].get("Message", "")
             if code == "ResourceInUse" or "already exists" in message:
@@ -266,6 +289,30 @@ class TrainingScheduler:
                 one=1,
             )
             raise
+
+    def _limit_log_retention(self) -> None:
+        """SageMaker writes every job's logs to one account-wide group that it creates without
+        retention, so they would be kept (and billed) forever. Give it the stack's retention when
+        it has none; a retention someone already chose is left alone. Once per container; a
+        failure here is logged, never stops training."""
+        days = self.settings.log_retention_days
+        if days is None or self._retention_checked:
+            return
+        self._retention_checked = True
+        try:
+            try:
+                self.logs.create_log_group(logGroupName=TRAINING_LOG_GROUP)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+                    raise
+            groups = self.logs.describe_log_groups(logGroupNamePrefix=TRAINING_LOG_GROUP)["logGroups"]
+            group = next((g for g in groups if g["logGroupName"] == TRAINING_LOG_GROUP), {})
+            if "retentionInDays" in group:
+                return
+            self.logs.put_retention_policy(logGroupName=TRAINING_LOG_GROUP, retentionInDays=days)
+            log.info("%s now keeps logs for %d days (it kept them forever)", TRAINING_LOG_GROUP, days)
+        except ClientError as exc:
+            log.warning("could not set the retention of %s: %s", TRAINING_LOG_GROUP, exc)
 
     def finish(self, job_name: str) -> ScheduleOutcome | None:
         """The running job ended: free the slot and start the newest waiting version, if any."""

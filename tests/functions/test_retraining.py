@@ -19,12 +19,13 @@ from skiff.data.dataset import Example, read_csv, write_csv
 from skiff.local.sagemaker import run_described_job
 from skiff.registry.artifacts import parse_s3_uri
 from skiff.registry.table import FAILED, REJECTED, Registry, create_table
-from skiff.retrain.launch import decode_sagemaker_hyperparameters
+from skiff.retrain.launch import TRAINING_LOG_GROUP, decode_sagemaker_hyperparameters
 from tests.events import sqs_s3_event, training_state_event
 from tests.functions.test_inference import Context
 
 TABLE, DATA, ARTIFACTS, PREFIX = "skiff-registry", "skiff-data", "skiff-artifacts", "skiff-test"
 ROLE = "arn:aws:iam::123456789012:role/skiff-sagemaker"
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd"
 IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.10.0-gpu-py313"
 GOOD = {"epochs": 3, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}
 BAD = {**GOOD, "epochs": 1, "learning_rate": 1e-6}
@@ -94,6 +95,8 @@ def retraining(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         "SKIFF_TRAINING_IMAGE_URI": IMAGE,
         "SKIFF_TRAINING_SOURCE_URI": f"s3://{ARTIFACTS}/source/sourcedir.tar.gz",
         "SKIFF_TRAINING_INSTANCE_TYPE": "ml.g5.xlarge",
+        "SKIFF_KMS_KEY_ARN": KEY,
+        "SKIFF_TRAINING_LOG_RETENTION_DAYS": "30",
         "SKIFF_TRAINING_MAX_RUNTIME_SECONDS": "1800",
         "SKIFF_TRAINING_MAX_WAIT_SECONDS": "3600",
         "SKIFF_HYPERPARAMETERS": json.dumps(GOOD),
@@ -147,7 +150,7 @@ def test_upload_starts_exactly_one_job_with_the_full_request(retraining: Retrain
         "S3Uri": f"s3://{ARTIFACTS}/checkpoints/{PREFIX}-ds-000001/",
         "LocalPath": "/opt/ml/checkpoints",
     }
-    assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{ARTIFACTS}/jobs/"
+    assert job["OutputDataConfig"] == {"S3OutputPath": f"s3://{ARTIFACTS}/jobs/", "KmsKeyId": KEY}
     channel, code = job["InputDataConfig"]
     assert channel["ChannelName"] == "train"
     assert channel["DataSource"]["S3DataSource"]["S3DataType"] == "ManifestFile"
@@ -179,6 +182,25 @@ def test_accepted_upload_becomes_a_content_addressed_part_and_a_version(
         retraining.s3.get_object(Bucket=DATA, Key="datasets/versions/ds-000001/channel.manifest")["Body"].read()
     )
     assert channel == [{"prefix": f"s3://{DATA}/datasets/parts/"}, part.rsplit("/", 1)[1]]
+
+
+def test_starting_a_job_gives_sagemakers_training_log_group_the_stacks_retention(
+    retraining: Retraining, sms_parts: list[bytes]
+) -> None:
+    retraining.trigger(retraining.upload("first.csv", sms_parts[0]))
+    (group,) = boto3.client("logs").describe_log_groups(logGroupNamePrefix=TRAINING_LOG_GROUP)["logGroups"]
+    assert group["retentionInDays"] == 30
+
+
+def test_a_retention_someone_chose_for_the_training_log_group_is_kept(
+    retraining: Retraining, sms_parts: list[bytes]
+) -> None:
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName=TRAINING_LOG_GROUP)
+    logs.put_retention_policy(logGroupName=TRAINING_LOG_GROUP, retentionInDays=365)
+    retraining.trigger(retraining.upload("first.csv", sms_parts[0]))
+    assert logs.describe_log_groups(logGroupNamePrefix=TRAINING_LOG_GROUP)["logGroups"][0]["retentionInDays"] == 365
+    assert retraining.jobs() == [f"{PREFIX}-ds-000001"]
 
 
 def test_duplicate_event_starts_no_second_job(retraining: Retraining, sms_parts: list[bytes]) -> None:

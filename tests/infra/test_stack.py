@@ -47,19 +47,59 @@ def test_program_creates_one_component_per_concern(stack: Deployed) -> None:
 # ---- storage ----------------------------------------------------------------------------
 
 
-def test_every_bucket_is_kms_encrypted_with_the_stack_key(stack: Deployed) -> None:
+def encryption_of(stack: Deployed, bucket: str) -> dict[str, Any]:
+    bucket_id = stack.named("aws:s3/bucket:Bucket", bucket)
+    (config,) = [
+        c
+        for c in stack.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+        if c.name == f"{bucket_id.name}-encryption"
+    ]
+    (rule,) = config.inputs["rules"]
+    return rule["applyServerSideEncryptionByDefault"]
+
+
+@pytest.mark.parametrize("bucket", ["storage-data", "storage-artifacts"])
+def test_data_and_artifacts_are_kms_encrypted_with_the_stack_key(stack: Deployed, bucket: str) -> None:
     key_arn = stack.one("aws:kms/key:Key").outputs["arn"]
-    encryption = stack.of_type("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
-    assert len(encryption) == len(stack.of_type("aws:s3/bucket:Bucket")) == 2
-    for config in encryption:
-        (rule,) = config.inputs["rules"]
-        default = rule["applyServerSideEncryptionByDefault"]
-        assert (default["sseAlgorithm"], default["kmsMasterKeyId"]) == ("aws:kms", key_arn)
+    default = encryption_of(stack, bucket)
+    assert (default["sseAlgorithm"], default["kmsMasterKeyId"]) == ("aws:kms", key_arn)
+
+
+def test_the_access_log_bucket_is_encrypted_with_s3_keys_as_log_delivery_requires(stack: Deployed) -> None:
+    assert encryption_of(stack, "storage-access-logs") == {"sseAlgorithm": "AES256"}
+
+
+def test_both_buckets_log_every_access_to_the_log_bucket(stack: Deployed) -> None:
+    logs = stack.named("aws:s3/bucket:Bucket", "storage-access-logs")
+    logging = {r.name: r.inputs for r in stack.of_type("aws:s3/bucketLogging:BucketLogging")}
+    assert set(logging) == {"storage-data-access-logging", "storage-artifacts-access-logging"}
+    for short in ("data", "artifacts"):
+        bucket = stack.named("aws:s3/bucket:Bucket", f"storage-{short}").outputs["bucket"]
+        assert logging[f"storage-{short}-access-logging"]["targetBucket"] == f"{logs.name}-id"
+        assert logging[f"storage-{short}-access-logging"]["targetPrefix"] == f"access-logs/{bucket}/"
+
+
+def test_only_s3_logging_for_this_stacks_buckets_and_account_may_write_access_logs(stack: Deployed) -> None:
+    policy = stack.named("aws:s3/bucketPolicy:BucketPolicy", "storage-access-logs-tls-only")
+    (allow,) = [s for s in statements(policy) if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "logging.s3.amazonaws.com"} and allow["Action"] == "s3:PutObject"
+    assert allow["Resource"].endswith("/access-logs/*")
+    sources = {stack.named("aws:s3/bucket:Bucket", f"storage-{b}").outputs["arn"] for b in ("data", "artifacts")}
+    assert set(allow["Condition"]["ArnLike"]["aws:SourceArn"]) == sources
+    assert allow["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+
+
+def test_access_logs_expire(stack: Deployed) -> None:
+    lifecycle = stack.named(
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "storage-access-logs-lifecycle"
+    )
+    rules = {r["id"]: r for r in lifecycle.inputs["rules"]}
+    assert rules["expire-access-logs"]["expiration"]["days"] == 365
 
 
 def test_every_bucket_blocks_all_public_access(stack: Deployed) -> None:
     blocks = stack.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     for block in blocks:
         assert all(
             block.inputs[k] is True
@@ -69,9 +109,9 @@ def test_every_bucket_blocks_all_public_access(stack: Deployed) -> None:
 
 def test_every_bucket_policy_denies_requests_without_tls(stack: Deployed) -> None:
     policies = stack.of_type("aws:s3/bucketPolicy:BucketPolicy")
-    assert len(policies) == 2
+    assert len(policies) == 3
     for policy in policies:
-        (deny,) = statements(policy)
+        (deny,) = [s for s in statements(policy) if s["Effect"] == "Deny"]
         assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
         assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         assert len(deny["Resource"]) == 2 and deny["Resource"][1].endswith("/*")
@@ -80,7 +120,7 @@ def test_every_bucket_policy_denies_requests_without_tls(stack: Deployed) -> Non
 
 def test_every_bucket_is_versioned(stack: Deployed) -> None:
     versioning = stack.of_type("aws:s3/bucketVersioning:BucketVersioning")
-    assert [v.inputs["versioningConfiguration"]["status"] for v in versioning] == ["Enabled", "Enabled"]
+    assert [v.inputs["versioningConfiguration"]["status"] for v in versioning] == ["Enabled"] * 3
 
 
 def test_quarantine_and_rejections_expire_and_old_versions_go(stack: Deployed) -> None:
@@ -260,6 +300,33 @@ def test_multi_instance_jobs_must_encrypt_traffic_between_instances(bundle_dir: 
     stack = run_program(bundle_dir, training_instance_count=2)
     for condition in create_job_conditions(stack):
         assert condition["Bool"]["sagemaker:InterContainerTrafficEncryption"] == "true"
+
+
+def test_jobs_must_encrypt_their_output_with_the_stack_key(stack: Deployed) -> None:
+    key_arn = stack.one("aws:kms/key:Key").outputs["arn"]
+    for condition in create_job_conditions(stack):
+        assert condition["ArnEquals"] == {"sagemaker:OutputKmsKey": key_arn}  # g5: instance storage, no volume key
+
+
+def test_jobs_on_an_ebs_instance_must_encrypt_their_volume_with_the_stack_key(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, training_instance_type="ml.m5.xlarge")
+    key_arn = stack.one("aws:kms/key:Key").outputs["arn"]
+    for condition in create_job_conditions(stack):
+        assert condition["ArnEquals"] == {"sagemaker:OutputKmsKey": key_arn, "sagemaker:VolumeKmsKey": key_arn}
+
+
+def test_the_job_launchers_are_told_the_stack_key(stack: Deployed) -> None:
+    key_arn = stack.one("aws:kms/key:Key").outputs["arn"]
+    assert env(stack, "upload-trigger")["SKIFF_KMS_KEY_ARN"] == env(stack, "training-events")["SKIFF_KMS_KEY_ARN"] == key_arn
+
+
+def test_job_launchers_may_set_retention_on_sagemakers_training_log_group_only(stack: Deployed) -> None:
+    group = "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/sagemaker/TrainingJobs:*"
+    for short in ("upload-trigger", "training-events"):
+        policy = stack.named("aws:iam/rolePolicy:RolePolicy", f"retraining-{short}-policy")
+        (grant,) = [s for s in statements(policy) if "logs:PutRetentionPolicy" in as_list(s["Action"])]
+        assert grant["Resource"] == [group]
+        assert env(stack, short)["SKIFF_TRAINING_LOG_RETENTION_DAYS"] == "30"
 
 
 def test_without_isolation_the_condition_is_not_demanded(bundle_dir: Path) -> None:

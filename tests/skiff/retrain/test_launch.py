@@ -60,3 +60,37 @@ def test_one_instance_needs_no_traffic_encryption_between_instances() -> None:
 
 def test_several_instances_encrypt_their_traffic() -> None:
     assert request(SKIFF_TRAINING_INSTANCE_COUNT="2")["EnableInterContainerTrafficEncryption"] is True
+
+
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd"
+
+
+def test_the_stack_key_encrypts_the_job_output() -> None:
+    assert request(SKIFF_KMS_KEY_ARN=KEY)["OutputDataConfig"]["KmsKeyId"] == KEY
+
+
+def test_the_stack_key_encrypts_the_volume_of_an_instance_with_an_ebs_volume() -> None:
+    job = request(SKIFF_KMS_KEY_ARN=KEY, SKIFF_TRAINING_INSTANCE_TYPE="ml.m5.xlarge")
+    assert job["ResourceConfig"]["VolumeKmsKeyId"] == KEY
+
+
+@pytest.mark.parametrize("instance_type", ["ml.g5.xlarge", "ml.g4dn.xlarge", "ml.p4d.24xlarge", "ml.m5d.large"])
+def test_no_volume_key_is_sent_for_instance_storage_which_sagemaker_would_refuse(instance_type: str) -> None:
+    job = request(SKIFF_KMS_KEY_ARN=KEY, SKIFF_TRAINING_INSTANCE_TYPE=instance_type)
+    assert "VolumeKmsKeyId" not in job["ResourceConfig"]
+    assert job["OutputDataConfig"]["KmsKeyId"] == KEY
+
+
+def test_without_a_key_no_key_is_named() -> None:
+    job = request()
+    assert "KmsKeyId" not in job["OutputDataConfig"] and "VolumeKmsKeyId" not in job["ResourceConfig"]
+
+
+@pytest.mark.parametrize("instance_type", ["ml.g5.xlarge", "ml.m5.xlarge"])
+def test_the_request_is_valid_for_botocores_sagemaker_model(instance_type: str) -> None:
+    import botocore.session
+    from botocore.validate import validate_parameters
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    job = request(SKIFF_KMS_KEY_ARN=KEY, SKIFF_TRAINING_INSTANCE_TYPE=instance_type, SKIFF_TRAINING_INSTANCE_COUNT="2")
+    validate_parameters(job, model.operation_model("CreateTrainingJob").input_shape)  # raises when invalid
