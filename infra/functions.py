@@ -112,7 +112,7 @@ class SkiffFunction(pulumi.ComponentResource):
             timeout=args.timeout_seconds,
             reserved_concurrent_executions=args.reserved_concurrency,
             environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables={"POWERTOOLS_SERVICE_NAME": function_name, **args.environment}
+                variables={"POWERTOOLS_SERVICE_NAME": function_name, "SKIFF_STACK": args.prefix, **args.environment}
             ),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=self.log_group.name),
             **args.extra,

@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.functions import FunctionPlatform, ProductionFollowers, event_dead_letter_queue
+from infra.notifications import Notifications
 from infra.policies import REGISTRY_READ_WRITE, objects, statement
 from infra.settings import StackSettings
 
@@ -24,6 +25,7 @@ class MonitoringArgs:
     artifacts_bucket: aws.s3.Bucket
     account_id: str
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
+    notifications: Notifications | None = None  # alarms and automatic rollbacks are told to it
 
 
 UNLOADABLE_ALARM = "production-unloadable"
@@ -35,10 +37,18 @@ class Monitoring(pulumi.ComponentResource):
         s = args.settings
         child = pulumi.ResourceOptions(parent=self)
 
+        notify = [args.notifications.topic.arn] if args.notifications else []
+
         def alarm(short: str, **settings: Any) -> aws.cloudwatch.MetricAlarm:
-            """An alarm named after the stack; no data (an idle stack) is not a breach."""
+            """An alarm named after the stack, told to the stack's topic; no data (an idle stack)
+            is not a breach."""
             return aws.cloudwatch.MetricAlarm(
-                f"{name}-{short}", name=f"{s.prefix}-{short}", treat_missing_data="notBreaching", opts=child, **settings
+                f"{name}-{short}",
+                name=f"{s.prefix}-{short}",
+                treat_missing_data="notBreaching",
+                alarm_actions=notify,
+                opts=child,
+                **settings,
             )
 
         def dead_letters_alarm(short: str, queue: aws.sqs.Queue) -> aws.cloudwatch.MetricAlarm:
@@ -151,6 +161,7 @@ class Monitoring(pulumi.ComponentResource):
                 "SKIFF_UNLOADABLE_ALARM": f"{s.prefix}-{UNLOADABLE_ALARM}",
                 "SKIFF_ARTIFACTS_BUCKET": args.artifacts_bucket.bucket,
                 **args.followers.environment,
+                **(args.notifications.environment if args.notifications else {}),
             },
             [
                 statement(list(REGISTRY_READ_WRITE), [args.platform.table.arn]),
@@ -158,6 +169,7 @@ class Monitoring(pulumi.ComponentResource):
                 statement(["s3:GetObject"], objects(args.artifacts_bucket, "models/")),
                 statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.platform.key.arn]),
                 *args.followers.statements,
+                *(args.notifications.statements if args.notifications else []),
             ],
             child,
         )

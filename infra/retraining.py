@@ -11,6 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.functions import FunctionPlatform, ProductionFollowers, SkiffFunction, event_dead_letter_queue
+from infra.notifications import Notifications
 from infra.policies import (
     REGISTRY_READ_WRITE,
     objects,
@@ -35,6 +36,7 @@ class RetrainingArgs:
     upload_queue: aws.sqs.Queue
     platform: FunctionPlatform
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
+    notifications: Notifications | None = None  # the completion function tells it failures and verdicts
 
 
 class Retraining(pulumi.ComponentResource):
@@ -193,10 +195,12 @@ class Retraining(pulumi.ComponentResource):
                 grant_for_jobs,
                 *training_logs_retention,
                 *args.followers.statements,
+                *(args.notifications.statements if args.notifications else []),
             ],
             {
                 **job_env,
                 **args.followers.environment,
+                **(args.notifications.environment if args.notifications else {}),
                 "SKIFF_GATE_METRIC": s.gate_metric,
                 "SKIFF_GATE_TOLERANCE": str(s.gate_tolerance),
                 "SKIFF_GATE_BASELINE_MARGIN": str(s.gate_baseline_margin),

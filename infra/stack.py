@@ -11,6 +11,7 @@ import pulumi_aws as aws
 from infra.functions import FunctionPlatform, ProductionFollowers
 from infra.gpu_endpoint import GpuEndpoint, GpuEndpointArgs
 from infra.monitoring import Monitoring, MonitoringArgs
+from infra.notifications import Notifications, NotificationsArgs
 from infra.registry_table import RegistryArgs, RegistryTable
 from infra.retraining import Retraining, RetrainingArgs
 from infra.serving import Serving, ServingArgs
@@ -27,6 +28,7 @@ class Stack:
     retraining: Retraining
     serving: Serving
     monitoring: Monitoring
+    notifications: Notifications
     outputs: dict[str, pulumi.Input[str]]
 
 
@@ -57,6 +59,9 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             job_output_expiry_days=s.job_output_expiry_days,
             access_log_expiry_days=s.access_log_expiry_days,
         ),
+    )
+    notifications = Notifications(
+        "notifications", NotificationsArgs(s.prefix, account_id, region, storage.key, s.notification_email)
     )
     registry = RegistryTable("registry", RegistryArgs(s.prefix, storage.key.arn, s.table_deletion_protection))
     gpu = None
@@ -91,6 +96,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             upload_queue=storage.upload_queue,
             platform=platform,
             followers=followers,
+            notifications=notifications,
         ),
     )
     serving = Serving(
@@ -108,6 +114,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             artifacts_bucket=storage.artifacts_bucket,
             account_id=account_id,
             followers=followers,
+            notifications=notifications,
         ),
     )
     outputs: dict[str, pulumi.Input[str]] = {
@@ -115,6 +122,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
         "data_bucket": storage.data_bucket.bucket,
         "artifacts_bucket": storage.artifacts_bucket.bucket,
         "registry_table": registry.table.name,
+        "notifications_topic_arn": notifications.topic.arn,
         "access_log_bucket": storage.log_bucket.bucket,
         "job_prefix": s.prefix,
         "upload_command": pulumi.Output.concat("aws s3 cp data.csv s3://", storage.data_bucket.bucket, "/incoming/"),
@@ -123,4 +131,4 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
         outputs["gpu_endpoint_name"] = f"{s.prefix}-gpu"
     for key, value in outputs.items():
         pulumi.export(key, value)
-    return Stack(s, storage, registry, retraining, serving, monitoring, outputs)
+    return Stack(s, storage, registry, retraining, serving, monitoring, notifications, outputs)

@@ -40,6 +40,7 @@ class Storage(pulumi.ComponentResource):
             description=f"{args.prefix}: data, artifacts and registry",
             enable_key_rotation=True,
             deletion_window_in_days=30,
+            policy=key_policy(args.account_id) if args.account_id else None,
             opts=child,
         )
         self.data_bucket = self._bucket(
@@ -215,6 +216,36 @@ class Storage(pulumi.ComponentResource):
             opts=child,
         )
         return bucket
+
+
+def key_policy(account_id: str) -> str:
+    """The key's own policy: the account administers it through IAM (as with the default policy),
+    and CloudWatch may use it for this account only: alarms publish to the stack's topic, which
+    it encrypts (CloudWatch cannot publish to a topic encrypted with the AWS-managed SNS key)."""
+    import json
+
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministersThroughIam",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchAlarmsToTheEncryptedTopic",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+                },
+            ],
+        }
+    )
 
 
 def source_object(name: str, bucket: aws.s3.Bucket, key: str, path: str, opts: pulumi.ResourceOptions) -> Any:

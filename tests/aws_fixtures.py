@@ -43,3 +43,33 @@ def aws_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         reset_clients()
         yield server.endpoint_url
     reset_clients()
+
+
+class Subscriber:
+    """An SQS queue subscribed to an SNS topic in moto: what a subscriber of the stack receives."""
+
+    def __init__(self) -> None:
+        import boto3
+
+        self.sns, self.sqs = boto3.client("sns"), boto3.client("sqs")
+        self.topic_arn = self.sns.create_topic(Name="skiff-test-notifications")["TopicArn"]
+        self.queue_url = self.sqs.create_queue(QueueName="subscriber")["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
+        self.sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"])
+
+    def received(self) -> list[dict]:
+        """Each notification as SNS delivers it to SQS (the envelope, with ``Message`` decoded)."""
+        import json
+
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        envelopes = [json.loads(m["Body"]) for m in messages]
+        return [{**e, "Message": json.loads(e["Message"])} for e in envelopes]
+
+
+@pytest.fixture
+def subscriber(aws: None, monkeypatch: pytest.MonkeyPatch) -> Subscriber:
+    """The stack's notifications topic (in the handlers' environment) with one SQS subscriber."""
+    found = Subscriber()
+    monkeypatch.setenv("SKIFF_NOTIFICATIONS_TOPIC_ARN", found.topic_arn)
+    monkeypatch.setenv("SKIFF_STACK", "skiff-test")
+    return found

@@ -11,7 +11,7 @@ import pytest
 from skiff.data.dataset import write_csv
 from skiff.data.synthetic import generate
 from skiff.model.hyperparameters import Hyperparameters
-from tests.aws_fixtures import aws, aws_server  # noqa: F401  (fixtures)
+from tests.aws_fixtures import aws, aws_server, subscriber  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMS_SPAM = ROOT.parent / "shared" / "data" / "sms-spam"

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from skiff import settings
 from skiff.errors import ArtifactError
 from skiff.model.artifact import SERVING_FILES
+from skiff.notify import Notifier, notifier_from_env
 from skiff.registry.artifacts import ArtifactStore
 from skiff.registry.auto_rollback import rollback_on_alarm
 from skiff.registry.table import ModelVersion, Registry
@@ -28,6 +29,11 @@ metrics = Metrics(namespace="Skiff", service="alarm-rollback")
 @cache
 def registry() -> Registry:
     return Registry(settings.require("SKIFF_REGISTRY_TABLE"))
+
+
+@cache
+def notifier() -> Notifier:
+    return notifier_from_env()
 
 
 def production_problem(version: ModelVersion) -> str | None:
@@ -61,6 +67,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     )
     if outcome.status == "rolled-back":
         follow_production(registry(), endpoint_from_env())  # no-op unless the stack has a GPU endpoint
+    notice = outcome.notice(detail["alarmName"])
+    if notice is not None:
+        notifier().send(notice)
     logger.info("auto-rollback %s: %s", outcome.status, outcome.reason, extra={"model_version": outcome.version})
     metrics.add_metric(name=f"AutoRollback_{outcome.status}", unit=MetricUnit.Count, value=1)
     return vars(outcome)

@@ -10,6 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from skiff.notify import Notifier, notifier_from_env
 from skiff.retrain.completion import CompletionSettings, TrainingCompletion
 from skiff.serve.gpu_endpoint import endpoint_from_env
 
@@ -20,6 +21,11 @@ metrics = Metrics(namespace="Skiff", service="training-events")
 @cache
 def completion() -> TrainingCompletion:
     return TrainingCompletion(CompletionSettings.from_env(), gpu_endpoint=endpoint_from_env())
+
+
+@cache
+def notifier() -> Notifier:
+    return notifier_from_env()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -35,6 +41,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     )
     if outcome.status != "ignored":
         metrics.add_metric(name=f"TrainingOutcome_{outcome.status}", unit=MetricUnit.Count, value=1)
+    notice = outcome.notice()
+    if notice is not None:
+        notifier().send(notice)
     return {
         "job": outcome.job_name,
         "status": outcome.status,

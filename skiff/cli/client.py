@@ -47,6 +47,8 @@ class StackOutputs:
     aws_endpoint_url: str | None = None  # set for the local stack only
     region: str | None = None
     progress_file: str | None = None  # the local training executor's job progress
+    notifications_topic_arn: str | None = None
+    notifications_file: str | None = None  # the local stack's stand-in for an e-mail inbox
 
     @property
     def is_local(self) -> bool:
@@ -230,6 +232,21 @@ class StackClient:
     def _local_progress(self) -> dict[str, Any]:
         path = Path(self.outputs.progress_file) if self.outputs.progress_file else None
         return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """What the local stack's topic delivered, oldest first. A deployed stack's topic keeps
+        no history: its subscribers (skiff:notificationEmail, or any SNS subscription) have it."""
+        if not self.outputs.notifications_file:
+            topic = self.outputs.notifications_topic_arn or "the stack output notifications_topic_arn"
+            raise ConfigError(
+                f"expected a local stack (got: a deployed one). Its notifications go to the SNS topic {topic}: "
+                "set skiff:notificationEmail, or `aws sns subscribe --topic-arn TOPIC --protocol email "
+                "--notification-endpoint YOU@EXAMPLE.COM`"
+            )
+        path = Path(self.outputs.notifications_file)
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def wait_for_job(self, dataset_version: str, timeout: float = 180) -> dict[str, Any]:
         """Wait until the job for ``dataset_version`` has ended and its version is registered or failed."""

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from skiff.cli.client import StackClient, StackOutputs
-from skiff.cli.tables import answers_table, models_table, rejection_text
+from skiff.cli.tables import answers_table, models_table, notifications_table, rejection_text
 from skiff.data.dataset import write_csv
 from skiff.data.synthetic import generate
 from skiff.model.hyperparameters import Hyperparameters
@@ -82,6 +82,10 @@ def run_demo(out: Console, console: Console, workdir: Path | None, hp: Hyperpara
             time.sleep(0.2)  # serving follows within the alias cache window
             answer = client.predict(SAMPLES[:1])
         _show_predictions(client, out)
+
+        out.rule("5. what the stack told its subscribers (SNS; `skiff notifications`)")
+        stack.deliver_notifications()
+        out.print(notifications_table(client.notifications()))
 
         reports = _collect_reports(stack, client, workdir)
     finally:

@@ -198,6 +198,24 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notifications(args: argparse.Namespace) -> int:
+    received = _client(args).notifications()
+    if args.json:
+        print(json.dumps(received))
+        return 0
+    table = Table(title="notifications the stack sent (oldest first)")
+    for column in ("at", "event", "what happened"):
+        table.add_column(column, overflow="fold")
+    for notice in received:
+        table.add_row(str(notice.get("at", ""))[:19], notice["event"], notice["summary"])
+    out.print(
+        table
+        if received
+        else "no notifications yet: the stack sends one when a job fails, the gate decides, or it rolls back"
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     models = _client(args).models(limit=args.limit)
     if args.json:
@@ -292,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = stack_command("models", "model versions, metrics, which serves, why others were rejected")
     models.add_argument("--limit", type=int, default=20)
     models.set_defaults(func=cmd_models)
+    stack_command(
+        "notifications", "what the stack told its subscribers: gate verdicts, failed jobs, rollbacks (local stack)"
+    ).set_defaults(func=cmd_notifications)
     promote = stack_command("promote", "make a version serve")
     promote.add_argument("version")
     promote.add_argument("--reason", default="promoted by hand with the skiff CLI")

@@ -85,3 +85,12 @@ def rejection_text(outcome: dict[str, Any]) -> str:
         f"[red]rejected[/]: {outcome['reason']}\n{problems}\n"
         f"kept as {outcome.get('quarantined_as')}; fix the file and upload it again"
     )
+
+
+def notifications_table(received: list[dict[str, Any]]) -> Table:
+    table = Table(title="notifications the stack sent (oldest first)")
+    for column in ("at", "event", "what happened"):
+        table.add_column(column, overflow="fold")
+    for notice in received:
+        table.add_row(str(notice.get("at") or "")[:19], notice["event"], notice["summary"])
+    return table

@@ -87,6 +87,8 @@ class LocalStackConfig:
             "training_events_queue": f"{p}-training-events",
             "training_events_dlq": f"{p}-training-events-dlq",
             "training_rule": f"{p}-training-job-state",
+            "notifications_topic": f"{p}-notifications",
+            "notifications_inbox": f"{p}-notifications-inbox",
         }
 
 
@@ -107,6 +109,7 @@ class LocalStack:
         self.restored: dict[str, int] = {}
         self._saved_env: dict[str, str | None] = {}
         self.errors: list[str] = []
+        self._inbox_lock = threading.Lock()  # the delivery thread and a caller wanting everything now
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> LocalStack:
@@ -144,6 +147,7 @@ class LocalStack:
         self._quiet_logs()
         self._forget_handler_state()
         self._provision()
+        self._set_env({"SKIFF_NOTIFICATIONS_TOPIC_ARN": self.notifications_topic, "SKIFF_STACK": self.config.prefix})
         self.restored = self.state.restore(client("s3"), client("dynamodb"))
         self._announce_earlier_jobs()
         inference, registry_api, _, _ = self._handlers()
@@ -163,6 +167,7 @@ class LocalStack:
             (self._route_events, "event-router"),
             (self._execute_jobs, "training-executor"),
             (self._persist, "state-saver"),
+            (self.deliver_notifications, "notifications"),
         )
         for target, name in loops:
             thread = threading.Thread(target=self._forever(target), name=name, daemon=True)
@@ -231,6 +236,8 @@ class LocalStack:
             "region": REGION,
             "upload_command": f"skiff upload data.csv   (s3://{names['data_bucket']}/incoming/)",
             "progress_file": str(self.progress_file),
+            "notifications_topic_arn": self.notifications_topic,
+            "notifications_file": str(self.notifications_file),
         }
 
     @property
@@ -266,6 +273,7 @@ class LocalStack:
         upload_trigger.catalog.cache_clear()
         upload_trigger.scheduler.cache_clear()
         training_events.completion.cache_clear()
+        training_events.notifier.cache_clear()
 
     def _provision(self) -> None:
         names = self.config.names
@@ -315,6 +323,12 @@ class LocalStack:
             Name=names["training_rule"], EventPattern=json.dumps(training_event_pattern(self.config.prefix))
         )
         events.put_targets(Rule=names["training_rule"], Targets=[{"Id": "completion", "Arn": events_arn}])
+        # The stack's topic, with one subscriber standing in for an e-mail inbox (see notifications).
+        sns = client("sns")
+        self.notifications_topic = sns.create_topic(Name=names["notifications_topic"])["TopicArn"]
+        self.notifications_inbox = sqs.create_queue(QueueName=names["notifications_inbox"])["QueueUrl"]
+        inbox_arn = sqs.get_queue_attributes(QueueUrl=self.notifications_inbox, AttributeNames=["QueueArn"])
+        sns.subscribe(TopicArn=self.notifications_topic, Protocol="sqs", Endpoint=inbox_arn["Attributes"]["QueueArn"])
         from skiff.packaging.bundle import build_training_source
 
         # No wheels: the local executor runs training/ from this checkout in this environment.
@@ -369,6 +383,27 @@ class LocalStack:
                 continue
             sqs.delete_message(QueueUrl=self.events_queue, ReceiptHandle=message["ReceiptHandle"])
         return busy
+
+    @property
+    def notifications_file(self) -> Path:
+        """Every notification the stack sent, one JSON object per line (``skiff notifications``)."""
+        return self.config.work_dir / "notifications.jsonl"
+
+    def deliver_notifications(self) -> bool:
+        """Move what the topic delivered to its subscriber into ``notifications_file``; when it
+        returns, everything published before the call is in the file."""
+        sqs = client("sqs")
+        with self._inbox_lock:
+            messages = sqs.receive_message(QueueUrl=self.notifications_inbox, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                received = {"at": envelope.get("Timestamp"), "subject": envelope.get("Subject")}
+                with self.notifications_file.open("a", encoding="utf-8") as inbox:
+                    inbox.write(json.dumps({**received, **json.loads(envelope["Message"])}) + "\n")
+                sqs.delete_message(QueueUrl=self.notifications_inbox, ReceiptHandle=message["ReceiptHandle"])
+        return bool(messages)
 
     # ---- state that survives a restart ---------------------------------------------------------
     SAVE_EVERY_SECONDS = 2.0

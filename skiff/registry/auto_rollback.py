@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from skiff.errors import ConflictError
+from skiff.notify import Notice
 from skiff.registry.table import ModelVersion, Registry
 
 
@@ -25,6 +26,15 @@ class AutoRollbackOutcome:
     status: str  # "rolled-back", "skipped"
     reason: str
     version: str | None = None
+
+    def notice(self, alarm_name: str) -> Notice | None:
+        if self.status != "rolled-back":
+            return None
+        return Notice(
+            "rolled-back",
+            f"production rolled back to {self.version} by alarm {alarm_name}",
+            {"version": self.version, "alarm": alarm_name, "reason": self.reason},
+        )
 
 
 def rollback_on_alarm(

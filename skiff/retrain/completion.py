@@ -32,6 +32,7 @@ from skiff.data.versions import DatasetCatalog
 from skiff.errors import ArtifactError, ConflictError, NotFoundError
 from skiff.model.artifact import MODEL_INT8, SERVING_FILES, ModelArtifact, load_artifact
 from skiff.model.predictor import Predictor
+from skiff.notify import Notice
 from skiff.registry.artifacts import ArtifactStore, parse_s3_uri
 from skiff.registry.gate import GateDecision, GateSettings, UnloadableProduction, decide
 from skiff.registry.table import CANDIDATE, FAILED, Registry, metrics_summary, new_version_id
@@ -71,6 +72,23 @@ class CompletionOutcome:
     reason: str | None = None
     gate: GateDecision | None = None
     next_job: str | None = None
+
+    def notice(self) -> Notice | None:
+        """What subscribers hear about this outcome (nothing for repeats and others' jobs)."""
+        event = {"promoted": "candidate-promoted", "rejected": "candidate-rejected", "failed": "training-failed"}
+        if self.status not in event:
+            return None
+        what = {
+            "promoted": f"{self.version} promoted to production",
+            "rejected": f"{self.version} rejected by the quality gate; production unchanged",
+            "failed": f"training job {self.job_name} failed; production unchanged",
+        }[self.status]
+        details: dict[str, Any] = {"version": self.version, "training_job": self.job_name, "reason": self.reason}
+        if self.gate is not None:
+            details["gate"] = self.gate.to_dict()
+        if self.next_job:
+            details["next_job"] = self.next_job
+        return Notice(event[self.status], what, details)
 
 
 def job_version_id(job_name: str, created: datetime) -> str:

@@ -10,6 +10,7 @@ from functions.alarm_rollback import handler
 from skiff.model.artifact import MODEL_INT8
 from skiff.registry.artifacts import parse_s3_uri
 from skiff.registry.auto_rollback import rollback_on_alarm
+from tests.aws_fixtures import Subscriber
 from tests.events import captured
 from tests.functions.conftest import Stack
 from tests.functions.test_inference import Context
@@ -115,3 +116,30 @@ def test_the_unloadable_alarm_rolls_back_nothing_when_production_loads(
     again = handler.lambda_handler(unloadable_alarm(), Context())  # a repeated event: v1 loads fine
     assert again["status"] == "skipped" and "loads" in again["reason"]
     assert stack.registry.production_version() == unloadable_production[0]
+
+
+def test_an_automatic_rollback_is_notified_with_the_alarm_and_version(
+    stack: Stack, promoted_twice: list[str], subscriber: Subscriber
+) -> None:
+    handler.notifier.cache_clear()
+    handler.lambda_handler(alarm_event(), Context())
+    (notification,) = subscriber.received()
+    assert (
+        notification["Subject"]
+        == f"[skiff-test] production rolled back to {promoted_twice[0]} by alarm skiff-dev-inference-5xx"
+    )
+    message = notification["Message"]
+    assert (message["event"], message["version"], message["alarm"]) == (
+        "rolled-back",
+        promoted_twice[0],
+        "skiff-dev-inference-5xx",
+    )
+    assert notification["MessageAttributes"]["event"]["Value"] == "rolled-back"
+
+
+def test_an_alarm_that_rolls_nothing_back_notifies_nobody(
+    stack: Stack, promoted_twice: list[str], subscriber: Subscriber
+) -> None:
+    handler.notifier.cache_clear()
+    handler.lambda_handler(alarm_event("OK"), Context())
+    assert subscriber.received() == []

@@ -20,6 +20,7 @@ from skiff.local.sagemaker import run_described_job
 from skiff.registry.artifacts import parse_s3_uri
 from skiff.registry.table import FAILED, REJECTED, Registry, create_table
 from skiff.retrain.launch import TRAINING_LOG_GROUP, decode_sagemaker_hyperparameters
+from tests.aws_fixtures import Subscriber
 from tests.events import sqs_s3_event, training_state_event
 from tests.functions.test_inference import Context
 
@@ -107,6 +108,7 @@ def retraining(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     upload_trigger.catalog.cache_clear()
     upload_trigger.scheduler.cache_clear()
     training_events.completion.cache_clear()
+    training_events.notifier.cache_clear()
     yield Retraining(s3, boto3.client("sagemaker"), Registry(TABLE), tmp_path, monkeypatch)
 
 
@@ -342,9 +344,7 @@ def test_first_good_model_is_promoted_with_lineage(retraining: Retraining, sms_p
 
 
 @pytest.mark.slow
-def test_a_multipart_upload_trains_and_so_does_the_next_version(
-    retraining: Retraining, sms_parts: list[bytes]
-) -> None:
+def test_a_multipart_upload_trains_and_so_does_the_next_version(retraining: Retraining, sms_parts: list[bytes]) -> None:
     # ≈ 9 MiB, sent in 2 parts; long rows (each text padded with one long word) keep training short.
     rows = read_csv_bytes(sms_parts[0])
     padded = [(f"{e.text} {'z' * 2000}", e.label) for e in rows]
@@ -432,6 +432,41 @@ def test_training_that_fails_inside_the_container_reports_its_reason(
     assert outcome["status"] == "failed"
     assert "DatasetError" in outcome["reason"] and "non-empty evaluation split" in outcome["reason"]
     assert retraining.registry.production() is None
+
+
+def test_a_rejected_candidate_is_notified_with_the_gate_decision(
+    retraining: Retraining, sms_parts: list[bytes], monkeypatch: pytest.MonkeyPatch, subscriber: Subscriber
+) -> None:
+    monkeypatch.setenv("SKIFF_GATE_BASELINE_MARGIN", "0.5")
+    outcome = train_version(retraining, sms_parts[0], "first.csv")
+    (notification,) = subscriber.received()
+    message = notification["Message"]
+    assert message["event"] == "candidate-rejected" and message["version"] == outcome["version"]
+    assert message["gate"]["reference"] == "majority-baseline" and message["reason"] == outcome["reason"]
+    assert notification["Subject"].endswith("rejected by the quality gate; production unchanged")
+
+
+def test_a_failed_job_is_notified_with_sagemakers_reason(
+    retraining: Retraining, sms_parts: list[bytes], subscriber: Subscriber
+) -> None:
+    retraining.trigger(retraining.upload("first.csv", sms_parts[0]))
+    job = retraining.sagemaker.describe_training_job(TrainingJobName=retraining.jobs()[-1])
+    retraining.complete({**job, "TrainingJobStatus": "Failed", "FailureReason": "CapacityError: no spot capacity"})
+    (notification,) = subscriber.received()
+    message = notification["Message"]
+    assert (message["event"], message["training_job"]) == ("training-failed", f"{PREFIX}-ds-000001")
+    assert "CapacityError: no spot capacity" in message["reason"]
+
+
+def test_a_repeated_completion_event_notifies_nobody_again(
+    retraining: Retraining, sms_parts: list[bytes], subscriber: Subscriber
+) -> None:
+    retraining.trigger(retraining.upload("first.csv", sms_parts[0]))
+    job = retraining.sagemaker.describe_training_job(TrainingJobName=retraining.jobs()[-1])
+    failed = {**job, "TrainingJobStatus": "Failed", "FailureReason": "InternalServerError"}
+    retraining.complete(failed)
+    retraining.complete(failed)
+    assert len(subscriber.received()) == 1
 
 
 def test_duplicate_completion_event_changes_nothing(retraining: Retraining, sms_parts: list[bytes]) -> None:

@@ -40,6 +40,7 @@ def test_program_creates_one_component_per_concern(stack: Deployed) -> None:
         "skiff:index:Retraining",
         "skiff:index:Serving",
         "skiff:index:Monitoring",
+        "skiff:index:Notifications",
         "skiff:index:Function",
     }
 
@@ -317,7 +318,11 @@ def test_jobs_on_an_ebs_instance_must_encrypt_their_volume_with_the_stack_key(bu
 
 def test_the_job_launchers_are_told_the_stack_key(stack: Deployed) -> None:
     key_arn = stack.one("aws:kms/key:Key").outputs["arn"]
-    assert env(stack, "upload-trigger")["SKIFF_KMS_KEY_ARN"] == env(stack, "training-events")["SKIFF_KMS_KEY_ARN"] == key_arn
+    assert (
+        env(stack, "upload-trigger")["SKIFF_KMS_KEY_ARN"]
+        == env(stack, "training-events")["SKIFF_KMS_KEY_ARN"]
+        == key_arn
+    )
 
 
 def test_job_launchers_may_set_retention_on_sagemakers_training_log_group_only(stack: Deployed) -> None:
@@ -632,3 +637,58 @@ def test_a_valid_prefix_is_accepted() -> None:
     from infra.settings import StackSettings
 
     assert StackSettings(prefix="skiff-prod-2").prefix == "skiff-prod-2"
+
+
+# ---- notifications ----------------------------------------------------------------------
+
+
+def test_the_notifications_topic_is_encrypted_with_the_stack_key(stack: Deployed) -> None:
+    topic = stack.one("aws:sns/topic:Topic")
+    assert topic.inputs["name"] == "skiff-test-notifications"
+    assert topic.inputs["kmsMasterKeyId"] == stack.one("aws:kms/key:Key").outputs["arn"]
+    assert stack.outputs["notifications_topic_arn"] == topic.outputs["arn"]
+
+
+def test_only_this_stacks_alarms_in_this_account_may_publish_to_the_topic(stack: Deployed) -> None:
+    (allow,) = statements(stack.one("aws:sns/topicPolicy:TopicPolicy"))
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and allow["Action"] == ["sns:Publish"]
+    assert allow["Condition"] == {
+        "ArnLike": {"aws:SourceArn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:skiff-test-*"},
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+    }
+
+
+def test_cloudwatch_may_use_the_key_for_this_account_only(stack: Deployed) -> None:
+    policy = stack.one("aws:kms/key:Key").json("policy")
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    assert by_sid["AccountAdministersThroughIam"]["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    cloudwatch = by_sid["CloudWatchAlarmsToTheEncryptedTopic"]
+    assert cloudwatch["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert cloudwatch["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+def test_every_alarm_is_told_to_the_topic(stack: Deployed) -> None:
+    topic_arn = stack.one("aws:sns/topic:Topic").outputs["arn"]
+    alarms = stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert {a.inputs["name"] for a in alarms} >= {
+        "skiff-test-upload-dlq-depth",
+        "skiff-test-alarm-rollback-dlq-depth",
+        "skiff-test-inference-5xx-rate",
+    }
+    assert all(a.inputs["alarmActions"] == [topic_arn] for a in alarms)
+
+
+@pytest.mark.parametrize("short", ["training-events", "alarm-rollback"])
+def test_functions_that_act_on_their_own_may_notify(stack: Deployed, short: str) -> None:
+    topic_arn = stack.one("aws:sns/topic:Topic").outputs["arn"]
+    assert env(stack, short)["SKIFF_NOTIFICATIONS_TOPIC_ARN"] == topic_arn
+    assert env(stack, short)["SKIFF_STACK"] == "skiff-test"
+    policy = stack.one("aws:iam/rolePolicy:RolePolicy", lambda r: r.name.endswith(f"{short}-policy"))
+    assert {"Effect": "Allow", "Action": ["sns:Publish"], "Resource": [topic_arn]} in statements(policy)
+
+
+def test_no_email_is_subscribed_unless_configured(stack: Deployed, bundle_dir: Path) -> None:
+    assert stack.of_type("aws:sns/topicSubscription:TopicSubscription") == []
+    configured = run_program(bundle_dir, notification_email="ops@example.com")
+    (subscription,) = configured.of_type("aws:sns/topicSubscription:TopicSubscription")
+    assert (subscription.inputs["protocol"], subscription.inputs["endpoint"]) == ("email", "ops@example.com")

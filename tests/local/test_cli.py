@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ import pytest
 from skiff.cli.main import main
 from skiff.local.stack import LocalStack, LocalStackConfig
 
-SMALL = {"epochs": 2, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}
+SMALL = {"epochs": 3, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,40 @@ def test_upload_models_predict_and_rollback_through_the_cli(
 
     code, out, _ = run(capsys, "jobs", "--stack", str(stack_file), "--json")
     (job,) = json.loads(out)
-    assert (job["dataset_version"], job["status"], job["epoch"]) == ("ds-000001", "Completed", 2)
+    assert (job["dataset_version"], job["status"], job["epoch"]) == ("ds-000001", "Completed", SMALL["epochs"])
 
     code, _, err = run(capsys, "rollback", "--stack", str(stack_file))
     assert code == 2 and "HTTP 409 conflict" in err and "none before" in err
+
+    deadline = time.monotonic() + 10  # the stack's delivery thread polls its subscriber queue
+    while True:
+        code, out, _ = run(capsys, "notifications", "--stack", str(stack_file), "--json")
+        if json.loads(out) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (notice,) = json.loads(out)
+    assert code == 0 and (notice["event"], notice["version"]) == ("candidate-promoted", first["version"])
+
+
+def test_a_deployed_stacks_notifications_are_its_subscribers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(
+        json.dumps(
+            {
+                "api_url": "https://abc.execute-api.eu-west-1.amazonaws.com",
+                "data_bucket": "d",
+                "artifacts_bucket": "a",
+                "registry_table": "t",
+                "job_prefix": "skiff-prod",
+                "notifications_topic_arn": "arn:aws:sns:eu-west-1:123456789012:skiff-prod-notifications",
+            }
+        )
+    )
+    code, _, err = run(capsys, "notifications", "--stack", str(outputs))
+    assert code == 2 and "arn:aws:sns:eu-west-1:123456789012:skiff-prod-notifications" in err
+    assert "skiff:notificationEmail" in err
 
 
 def test_rejected_upload_exits_1_and_lists_the_lines(

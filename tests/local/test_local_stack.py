@@ -118,6 +118,15 @@ def test_rollback_under_load_fails_no_request_and_every_answer_names_its_version
     assert answers[-1][1] == previous
 
 
+def test_the_gates_verdict_reaches_the_stacks_subscriber(local: tuple[LocalStack, StackClient]) -> None:
+    stack, client = local
+    production = client.models()[0]
+    stack.deliver_notifications()
+    promoted = [n for n in client.notifications() if n["event"] == "candidate-promoted"]
+    assert production["version"] in {n["version"] for n in promoted}
+    assert all(n["subject"].startswith("[skiff-local] ") and n["stack"] == "skiff-local" for n in promoted)
+
+
 def test_jobs_show_the_local_executors_real_status(local: tuple[LocalStack, StackClient]) -> None:
     _, client = local
     jobs = client.jobs()
