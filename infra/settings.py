@@ -55,6 +55,7 @@ class StackSettings:
     gpu_endpoint: bool = False
     gpu_instance_type: str = "ml.g5.xlarge"
     gpu_inference_image_uri: str | None = None
+    gpu_inference_framework_version: str = "2.6"
     base_model: str = ""
 
     def __post_init__(self) -> None:
@@ -69,11 +70,6 @@ class StackSettings:
                 f"(got: {self.max_wait_seconds} < {self.max_runtime_seconds})"
             )
         Hyperparameters.from_strings({k: str(v) for k, v in self.hyperparameters.items()})  # validates names
-        if self.gpu_endpoint and not self.gpu_inference_image_uri:
-            raise ConfigError(
-                "expected skiff:gpuInferenceImageUri with skiff:gpuEndpoint true (got: none); "
-                "use a PyTorch inference DLC (GPU) URI for your region"
-            )
 
     @classmethod
     def from_config(cls, config: pulumi.Config | None = None) -> StackSettings:
@@ -93,31 +89,46 @@ class StackSettings:
     def resolve_training_image(self, region: str) -> str:
         """The configured image, or the PyTorch training DLC of ``training_framework_version`` for
         ``region`` and the instance type (GPU or CPU build), as the SageMaker SDK resolves it (offline)."""
-        if self.training_image_uri:
-            return self.training_image_uri
-        from sagemaker.core import image_uris  # sagemaker-core: ~3 s to import, needed only here
+        return self.training_image_uri or _pytorch_image(
+            "training", self.training_framework_version, TRAINING_PYTHON, self.training_instance_type, region
+        )
 
-        try:
-            return str(
-                image_uris.retrieve(
-                    framework="pytorch",
-                    region=region,
-                    version=self.training_framework_version,
-                    py_version=TRAINING_PYTHON,
-                    instance_type=self.training_instance_type,
-                    image_scope="training",
-                )
+    def resolve_gpu_inference_image(self, region: str) -> str:
+        """The configured image, or the PyTorch inference DLC of ``gpu_inference_framework_version``
+        (its Python is the one the endpoint's wheels are built for)."""
+        return self.gpu_inference_image_uri or _pytorch_image(
+            "inference", self.gpu_inference_framework_version, ENDPOINT_PYTHON, self.gpu_instance_type, region
+        )
+
+
+def _pytorch_image(scope: str, version: str, python: str, instance_type: str, region: str) -> str:
+    from sagemaker.core import image_uris  # sagemaker-core: ~3 s to import, needed only here
+
+    setting = {"training": "trainingFrameworkVersion", "inference": "gpuInferenceFrameworkVersion"}[scope]
+    try:
+        return str(
+            image_uris.retrieve(
+                framework="pytorch",
+                region=region,
+                version=version,
+                py_version=python,
+                instance_type=instance_type,
+                image_scope=scope,
             )
-        except ValueError as exc:
-            raise ConfigError(
-                f"expected skiff:trainingFrameworkVersion to name a PyTorch training image with "
-                f"{TRAINING_PYTHON} in {region} (got: {self.training_framework_version!r}: {exc}); "
-                f"or set skiff:trainingImageUri"
-            ) from exc
+        )
+    except ValueError as exc:
+        uri = {"training": "trainingImageUri", "inference": "gpuInferenceImageUri"}[scope]
+        raise ConfigError(
+            f"expected skiff:{setting} to name a PyTorch {scope} image with {python} in {region} "
+            f"(got: {version!r}: {exc}); or set skiff:{uri}"
+        ) from exc
 
 
 TRAINING_PYTHON = "py313"
 """The image's Python: the source bundle's wheels are built for it (skiff.packaging.lock.IMAGE)."""
+
+ENDPOINT_PYTHON = "py312"
+"""The inference image's Python: the endpoint's wheels are built for it (skiff.packaging.lock.ENDPOINT)."""
 
 
 MAX_PREFIX = 40

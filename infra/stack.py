@@ -17,7 +17,7 @@ from infra.retraining import Retraining, RetrainingArgs
 from infra.serving import Serving, ServingArgs
 from infra.settings import StackSettings
 from infra.storage import Storage, StorageArgs
-from skiff.packaging.bundle import ROOT, build_all, build_gpu_serving_source, build_training_source
+from skiff.packaging.bundle import ROOT, build_all, build_endpoint_code, build_training_source
 
 
 @dataclass
@@ -72,11 +72,12 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
                 prefix=s.prefix,
                 account_id=account_id,
                 region=region,
-                image_uri=s.gpu_inference_image_uri or "",
+                image_uri=s.resolve_gpu_inference_image(region),
                 instance_type=s.gpu_instance_type,
-                serving_source_path=str(build_gpu_serving_source(bundle_dir)),
+                code_dir=str(build_endpoint_code(bundle_dir)),
                 artifacts_bucket=storage.artifacts_bucket,
                 key=storage.key,
+                log_retention_days=s.log_retention_days,
             ),
         )
     followers = gpu.followers if gpu is not None else ProductionFollowers()

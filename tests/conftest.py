@@ -73,3 +73,12 @@ def predict_in_a_fresh_process(model_dir: Path, text: str) -> list[dict[str, Any
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout)
+
+
+@pytest.fixture(scope="session")
+def pytorch_image(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A stand-in for the PyTorch DLC (Python, torch, numpy, SageMaker's training toolkit) in a
+    virtualenv, built once: the training and endpoint toolkit tests add their containers on top."""
+    from tests.training.toolkit import Image
+
+    return Image.build(tmp_path_factory.mktemp("pytorch-image") / "venv")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from skiff.errors import ConfigError, SkiffError
-from skiff.packaging.lock import IMAGE, Target
+from skiff.packaging.lock import ENDPOINT, IMAGE, Target
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -198,13 +198,69 @@ def build_function(out_dir: Path, name: str) -> PackageSize:
     return _zip(staging, out_dir / f"function-{name}.zip")
 
 
-# The GPU endpoint's inference image brings Python and numpy's build; these exact versions
-# exist for its platforms (onnxruntime-gpu has no 1.32 yet; 1.30.0 is the broken quantizer
-# release, which serving does not use, but pin past it anyway).
-GPU_SERVING_REQUIREMENTS = ("onnxruntime-gpu==1.31.1", "numpy==2.4.6", "tokenizers==0.23.3")
-SERVING_ENTRY_SOURCE = (
+ENDPOINT_NEEDS = ("onnxruntime", "tokenizers")
+"""What skiff.serve.sagemaker_handler imports beyond the inference image's Python and numpy."""
+GPU_ONNXRUNTIME = "onnxruntime-gpu==1.31.1"
+"""onnxruntime's CUDA build (no 1.32 of it exists yet); same dependencies as the CPU build."""
+ENDPOINT_ENTRY = "inference.py"
+ENDPOINT_ENTRY_SOURCE = (
+    b'"""The SageMaker inference toolkit imports this module from code/ (SAGEMAKER_PROGRAM)."""\n'
     b"from skiff.serve.sagemaker_handler import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
 )
+
+
+def build_endpoint_code(out_dir: Path, target: Target = ENDPOINT, onnxruntime: str | None = GPU_ONNXRUNTIME) -> Path:
+    """``code/`` of the GPU endpoint's model, as the PyTorch inference toolkit reads it.
+
+    The toolkit ignores a source tarball: it imports ``code/inference.py`` from the model
+    directory and, before the server starts, runs ``pip install -r code/requirements.txt``.
+    That file says ``--no-index`` and names every wheel in ``code/wheels/`` (skiff itself, built
+    here, and onnxruntime with its dependencies at this environment's versions) pinned and
+    hashed, so the endpoint installs exactly these and runs network-isolated. ``onnxruntime``
+    replaces the CPU build (None keeps this environment's CPU build: the toolkit test).
+    """
+    from skiff.packaging.lock import Pin, closure, sha256, wheels_for
+
+    code = out_dir / "endpoint-code"
+    shutil.rmtree(code, ignore_errors=True)
+    (code / "wheels").mkdir(parents=True)
+    versions = closure(ENDPOINT_NEEDS, target.markers)
+    if onnxruntime:
+        name, _, version = onnxruntime.partition("==")
+        del versions["onnxruntime"]
+        versions[name] = version
+    wheels = list(wheels_for([Pin(n, v) for n, v in sorted(versions.items())], target).values())
+    # Built from a copy: setuptools leaves build/ and *.egg-info where it builds.
+    source = out_dir / "skiff-source"
+    shutil.rmtree(source, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("skiff", "training"):
+        shutil.copytree(ROOT / package, source / package, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(ROOT / name, source / name)
+    shutil.rmtree(out_dir / "skiff-wheel", ignore_errors=True)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+        + ["--wheel-dir", str(out_dir / "skiff-wheel"), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        raise SkiffError(f"expected pip to build skiff's wheel (got: {built.stderr.strip()[-800:]})")
+    wheels += sorted((out_dir / "skiff-wheel").glob("skiff-*.whl"))
+    lines = [
+        "# The endpoint's packages, exactly, from the wheels beside this file and never from an",
+        "# index: the endpoint runs network-isolated. The image's own torch and numpy stay.",
+        "--no-index",
+        "--find-links wheels",
+    ]
+    for wheel in wheels:
+        shutil.copyfile(wheel, code / "wheels" / wheel.name)
+        name, version = wheel.name.split("-")[:2]
+        lines.append(Pin(name.replace("_", "-"), version, (sha256(wheel),)).line())
+    (code / "requirements.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (code / ENDPOINT_ENTRY).write_bytes(ENDPOINT_ENTRY_SOURCE)
+    return code
 
 
 def build_training_source(out_dir: Path, target: Target | None = IMAGE) -> Path:
@@ -229,13 +285,6 @@ def build_training_source(out_dir: Path, target: Target | None = IMAGE) -> Path:
     ]
     files = {f"wheels/{path.name}": path for path in wheels.values()}
     return _source_archive(out_dir / "sourcedir.tar.gz", ("skiff", "training"), lines, files=files)
-
-
-def build_gpu_serving_source(out_dir: Path) -> Path:
-    """The GPU endpoint's source: skiff/, serve.py (the toolkit's entry) and onnxruntime-gpu."""
-    return _source_archive(
-        out_dir / "serving-sourcedir.tar.gz", ("skiff",), GPU_SERVING_REQUIREMENTS, {"serve.py": SERVING_ENTRY_SOURCE}
-    )
 
 
 def _source_archive(

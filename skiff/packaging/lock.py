@@ -97,6 +97,10 @@ CONTRACT = Target("contract", "3.11")
 
 TARGETS = (IMAGE, CONTRACT)
 
+ENDPOINT = Target("endpoint", "3.12")
+"""The PyTorch inference DLC 2.6 (py312, x86_64; inference images stop at 2.6): the GPU
+endpoint's code ships wheels for it (skiff.packaging.bundle.build_endpoint_code)."""
+
 
 @dataclass(frozen=True)
 class Pin:

@@ -1,11 +1,21 @@
 """An optional SageMaker real-time endpoint on a GPU instance that follows production.
 
-Pulumi creates the endpoint's role and tells the functions its name; the endpoint itself is
-created here, at the first promotion, because which model it serves changes at run time
-(Pulumi would revert an endpoint config that promotions move). Each version gets its own
-Model and EndpointConfig (named after the version, never deleted in place), and the
-endpoint is created or updated to point at it — SageMaker switches traffic only once the new
-instances are healthy, so the endpoint keeps answering during the move.
+Pulumi creates the endpoint's role, uploads its ``code/`` (skiff.packaging.bundle.
+build_endpoint_code) and tells the functions its name; the endpoint itself is created here, at
+the first promotion, because which model it serves changes at run time (Pulumi would revert an
+endpoint config that promotions move).
+
+The model is the version's published folder, as the PyTorch inference toolkit expects a model
+directory: the artifact files plus ``code/inference.py``, ``code/requirements.txt`` and
+``code/wheels/``, copied in (server-side) at the first promotion. SageMaker downloads the folder
+as it is (``S3DataType=S3Prefix``, ``CompressionType=None``: no tarball to build), and the
+container runs network-isolated, installing only the wheels it carries.
+
+Each version gets its own Model and EndpointConfig (named after the version, never deleted in
+place), and the endpoint is created or updated to point at it — SageMaker switches traffic only
+once the new instances are healthy, so the endpoint keeps answering during the move. The
+registry is the record and the Lambda serves production at once; the endpoint follows within
+minutes, and an update that fails is reported (skiff.retrain.endpoint_events).
 """
 
 from __future__ import annotations
@@ -19,13 +29,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from skiff import settings as env
-from skiff.aws import LazyClient
+from skiff.aws import LazyClient, has_instance_storage
 from skiff.errors import ArtifactError
+from skiff.registry.artifacts import parse_s3_uri
 from skiff.registry.table import ModelVersion, Registry
 
 log = logging.getLogger(__name__)
 
-SERVING_ENTRY = "serve.py"
+SERVING_ENTRY = "inference.py"  # the toolkit's default module, in the model's code/
 
 
 @dataclass(frozen=True)
@@ -33,8 +44,9 @@ class GpuEndpointSettings:
     endpoint_name: str
     role_arn: str
     image_uri: str
-    source_uri: str  # sourcedir with skiff/ and serve.py (onnxruntime-gpu in requirements.txt)
+    code_uri: str  # s3://bucket/prefix/ holding inference.py, requirements.txt, wheels/
     instance_type: str = "ml.g5.xlarge"
+    kms_key_arn: str | None = None  # the instance's volume, unless it has instance storage
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GpuEndpointSettings | None:
@@ -46,48 +58,48 @@ class GpuEndpointSettings:
             endpoint_name=e["SKIFF_GPU_ENDPOINT_NAME"],
             role_arn=env.require("SKIFF_GPU_ENDPOINT_ROLE_ARN", e),
             image_uri=env.require("SKIFF_GPU_INFERENCE_IMAGE_URI", e),
-            source_uri=env.require("SKIFF_GPU_SERVING_SOURCE_URI", e),
+            code_uri=env.require("SKIFF_GPU_ENDPOINT_CODE_URI", e),
             instance_type=e.get("SKIFF_GPU_INSTANCE_TYPE") or "ml.g5.xlarge",
+            kms_key_arn=e.get("SKIFF_KMS_KEY_ARN") or None,
         )
 
 
 class GpuEndpoint:
     sagemaker = LazyClient("sagemaker")
+    s3 = LazyClient("s3")
 
-    def __init__(self, settings: GpuEndpointSettings, sagemaker: Any = None) -> None:
+    def __init__(self, settings: GpuEndpointSettings, sagemaker: Any = None, s3: Any = None) -> None:
         self.settings = settings
-        self.sagemaker = sagemaker
+        self.sagemaker, self.s3 = sagemaker, s3
 
     def resource_name(self, version: str) -> str:
         return f"{self.settings.endpoint_name}-{version}"[:63]  # SageMaker names: at most 63 characters
 
     def model_request(self, version: ModelVersion) -> dict[str, Any]:
-        model_data = version.lineage.get("model_artifacts")
-        if not model_data:
-            raise ArtifactError(f"expected version {version.version} to record its model.tar.gz (got: none)")
         return {
             "ModelName": self.resource_name(version.version),
             "ExecutionRoleArn": self.settings.role_arn,
             "PrimaryContainer": {
                 "Image": self.settings.image_uri,
-                "ModelDataUrl": model_data,
-                "Environment": {
-                    "SAGEMAKER_PROGRAM": SERVING_ENTRY,
-                    "SAGEMAKER_SUBMIT_DIRECTORY": self.settings.source_uri,
-                    "SKIFF_MODEL_VERSION": version.version,
+                "ModelDataSource": {
+                    "S3DataSource": {
+                        "S3Uri": self._model_folder(version),
+                        "S3DataType": "S3Prefix",
+                        "CompressionType": "None",
+                    }
                 },
+                "Environment": {"SAGEMAKER_PROGRAM": SERVING_ENTRY, "SKIFF_MODEL_VERSION": version.version},
             },
+            # The container reaches no network: it installs the wheels in code/ and nothing else.
+            "EnableNetworkIsolation": True,
             "Tags": [{"Key": "skiff:model-version", "Value": version.version}],
         }
 
-    def follow(self, version: ModelVersion) -> str:
-        """Point the endpoint at ``version``; returns the endpoint config name now in use."""
+    def endpoint_config_request(self, version: ModelVersion) -> dict[str, Any]:
         name = self.resource_name(version.version)
-        self._create_once(self.sagemaker.create_model, **self.model_request(version))
-        self._create_once(
-            self.sagemaker.create_endpoint_config,
-            EndpointConfigName=name,
-            ProductionVariants=[
+        request: dict[str, Any] = {
+            "EndpointConfigName": name,
+            "ProductionVariants": [
                 {
                     "VariantName": "AllTraffic",
                     "ModelName": name,
@@ -95,7 +107,43 @@ class GpuEndpoint:
                     "InitialInstanceCount": 1,
                 }
             ],
-        )
+        }
+        if self.settings.kms_key_arn and not has_instance_storage(self.settings.instance_type):
+            request["KmsKeyId"] = self.settings.kms_key_arn  # SageMaker refuses it for instance storage
+        return request
+
+    @staticmethod
+    def _model_folder(version: ModelVersion) -> str:
+        if not version.artifact_uri or not version.artifact_uri.startswith("s3://"):
+            raise ArtifactError(
+                f"expected version {version.version} to record its s3:// folder (got: {version.artifact_uri!r})"
+            )
+        return version.artifact_uri.rstrip("/") + "/"
+
+    def stage_code(self, version: ModelVersion) -> list[str]:
+        """Copy the endpoint's code/ into the version's folder (server-side, once); its keys."""
+        bucket, folder = parse_s3_uri(self._model_folder(version))
+        code_bucket, code_prefix = parse_s3_uri(self.settings.code_uri.rstrip("/") + "/")
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=code_bucket, Prefix=code_prefix)
+        sources = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        if not any(key.endswith("/" + SERVING_ENTRY) for key in sources):
+            raise ArtifactError(f"expected the endpoint's code at {self.settings.code_uri} (got: no {SERVING_ENTRY})")
+        staged = []
+        for key in sources:
+            target = f"{folder}code/{key[len(code_prefix) :]}"
+            # CRC32: a full-object checksum, so a copy of a multipart upload reads back intact (FACTS.md).
+            self.s3.copy_object(
+                Bucket=bucket, Key=target, CopySource={"Bucket": code_bucket, "Key": key}, ChecksumAlgorithm="CRC32"
+            )
+            staged.append(target)
+        return staged
+
+    def follow(self, version: ModelVersion) -> str:
+        """Point the endpoint at ``version``; returns the endpoint config name now in use."""
+        name = self.resource_name(version.version)
+        self.stage_code(version)
+        self._create_once(self.sagemaker.create_model, **self.model_request(version))
+        self._create_once(self.sagemaker.create_endpoint_config, **self.endpoint_config_request(version))
         try:
             self.sagemaker.describe_endpoint(EndpointName=self.settings.endpoint_name)
         except ClientError as exc:

@@ -23,10 +23,23 @@ def model_fn(model_dir: str) -> Predictor:
     return Predictor(load_artifact(model_dir), providers=providers)
 
 
+def client_error(status: int, message: str) -> Exception:
+    """An error the toolkit answers with ``status`` (it turns any other exception into a 500);
+    outside the endpoint, where the toolkit is absent, our own RequestError."""
+    try:
+        from sagemaker_inference.errors import GenericInferenceToolkitError
+    except ImportError:
+        return RequestError(message)
+    return GenericInferenceToolkitError(status, message)
+
+
 def input_fn(body: bytes | str, content_type: str) -> list[str]:
     if content_type.split(";")[0].strip() != "application/json":
-        raise RequestError(f"expected content-type application/json (got: {content_type})")
-    request = json.loads(body)
+        raise client_error(415, f"expected content-type application/json (got: {content_type})")
+    try:
+        request = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise client_error(400, f"expected a JSON body (got: {exc})") from exc
     if isinstance(request, dict) and isinstance(request.get("text"), str):
         return [request["text"]]
     if (
@@ -35,7 +48,7 @@ def input_fn(body: bytes | str, content_type: str) -> list[str]:
         and all(isinstance(t, str) for t in request["texts"])
     ):
         return request["texts"]
-    raise RequestError('expected {"text": "..."} or {"texts": ["...", ...]} (got: another shape)')
+    raise client_error(400, 'expected {"text": "..."} or {"texts": ["...", ...]} (got: another shape)')
 
 
 def predict_fn(texts: list[str], predictor: Predictor) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pulumi
 import pytest
@@ -130,8 +131,22 @@ def run_program(bundle_dir: Path, **overrides: Any) -> Deployed:
     def program() -> pulumi.Output[Any]:
         return pulumi.Output.all(**build_stack(settings).outputs).apply(outputs.update)
 
-    program()
+    # The endpoint's real code/ carries ~300 MB of CUDA wheels; its packaging has its own tests
+    # (tests/skiff/serve/test_endpoint_toolkit.py), so the program gets a stand-in of that layout.
+    with patch("infra.stack.build_endpoint_code", lambda out_dir: endpoint_code_stand_in(out_dir)):
+        program()
     return Deployed(list(MOCKS.resources), outputs)
+
+
+ENDPOINT_CODE = ("inference.py", "requirements.txt", "wheels/skiff-0.1.0-py3-none-any.whl")
+
+
+def endpoint_code_stand_in(out_dir: Path) -> Path:
+    code = out_dir / "endpoint-code-stand-in"
+    for name in ENDPOINT_CODE:
+        (code / name).parent.mkdir(parents=True, exist_ok=True)
+        (code / name).write_text(name)
+    return code
 
 
 @pytest.fixture(scope="module")

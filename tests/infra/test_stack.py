@@ -575,7 +575,7 @@ def test_bad_setting_is_refused_with_the_key_named() -> None:
 
 # ---- GPU endpoint -----------------------------------------------------------------------
 
-GPU_IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5.1-gpu-py311"
+GPU_IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.6-gpu-py312"
 PRODUCTION_CHANGERS = ("registry-api", "training-events", "alarm-rollback")
 
 
@@ -605,11 +605,30 @@ def test_gpu_endpoint_permissions_name_only_its_own_resources(bundle_dir: Path) 
                 assert names == ["skiff-test-gpu-*", "skiff-test-gpu-*", "skiff-test-gpu"], s["Resource"]
 
 
-def test_gpu_endpoint_needs_an_inference_image(bundle_dir: Path) -> None:
-    from skiff.errors import ConfigError
+def test_gpu_endpoint_image_is_the_regions_pytorch_inference_dlc_for_the_wheels_python(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, gpu_endpoint=True)
+    assert env(stack, "registry-api")["SKIFF_GPU_INFERENCE_IMAGE_URI"] == (
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.6-gpu-py312"
+    )
 
-    with pytest.raises(ConfigError, match="expected skiff:gpuInferenceImageUri with skiff:gpuEndpoint true"):
-        run_program(bundle_dir, gpu_endpoint=True)
+
+def test_gpu_endpoint_code_is_uploaded_file_by_file_where_the_functions_copy_it_from(bundle_dir: Path) -> None:
+    from tests.infra.conftest import ENDPOINT_CODE
+
+    stack = run_program(bundle_dir, gpu_endpoint=True, gpu_inference_image_uri=GPU_IMAGE)
+    artifacts = stack.named("aws:s3/bucket:Bucket", "storage-artifacts").outputs["bucket"]
+    keys = sorted(o.inputs["key"] for o in stack.of_type("aws:s3/bucketObjectv2:BucketObjectv2") if "gpu" in o.name)
+    assert keys == sorted(f"serving/code/{name}" for name in ENDPOINT_CODE)
+    assert env(stack, "registry-api")["SKIFF_GPU_ENDPOINT_CODE_URI"] == f"s3://{artifacts}/serving/code/"
+
+
+def test_gpu_endpoint_role_reads_served_folders_and_its_logs_expire(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, gpu_endpoint=True, gpu_inference_image_uri=GPU_IMAGE)
+    policy = stack.named("aws:iam/rolePolicy:RolePolicy", "gpu-endpoint-policy")
+    listing = [s for s in statements(policy) if s["Action"] == ["s3:ListBucket"]]
+    assert [s["Condition"] for s in listing] == [{"StringLike": {"s3:prefix": ["models/*"]}}]
+    logs = stack.named("aws:cloudwatch/logGroup:LogGroup", "gpu-endpoint-logs")
+    assert (logs.inputs["name"], logs.inputs["retentionInDays"]) == ("/aws/sagemaker/Endpoints/skiff-test-gpu", 30)
 
 
 @pytest.mark.parametrize(

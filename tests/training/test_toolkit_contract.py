@@ -34,8 +34,8 @@ TINY = {"epochs": 1, "batch_size": 16, "max_length": 32, "min_parity_agreement":
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
-    return Image.build(tmp_path_factory.mktemp("image") / "venv")
+def image(pytorch_image: Image) -> Image:
+    return pytorch_image
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,19 @@ from pathlib import Path
 import pytest
 
 from skiff.errors import ConfigError, SkiffError
-from skiff.packaging.bundle import GPU_SERVING_REQUIREMENTS, build_training_source
-from skiff.packaging.lock import IMAGE, IMAGE_PROVIDES, TRAINING_NEEDS, Pin, main, read_lock, sha256, wheels_for
+from skiff.packaging.bundle import GPU_ONNXRUNTIME, build_endpoint_code, build_training_source
+from skiff.packaging.lock import (
+    CONTRACT,
+    ENDPOINT,
+    IMAGE,
+    IMAGE_PROVIDES,
+    TRAINING_NEEDS,
+    Pin,
+    main,
+    read_lock,
+    sha256,
+    wheels_for,
+)
 
 PINNED = re.compile(r"[a-z0-9][a-z0-9.-]*==[0-9][A-Za-z0-9.+!-]*")
 
@@ -77,5 +88,19 @@ def test_a_wheel_whose_hash_is_not_in_the_lock_is_refused(tmp_path: Path) -> Non
         wheels_for([pin], IMAGE, cache=tmp_path)
 
 
-def test_the_gpu_endpoint_source_pins_every_package() -> None:
-    assert all(PINNED.fullmatch(line) for line in GPU_SERVING_REQUIREMENTS)
+def test_the_endpoint_code_installs_only_its_own_pinned_and_hashed_wheels(tmp_path: Path) -> None:
+    code = build_endpoint_code(tmp_path, CONTRACT, None)
+    lines = [line for line in (code / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    assert lines[:2] == ["--no-index", "--find-links wheels"]
+    pins = [Pin.parse(line) for line in lines[2:]]
+    wheels = {path.name.split("-")[0].replace("_", "-").lower(): path for path in (code / "wheels").glob("*.whl")}
+    assert {p.name.lower() for p in pins} == set(wheels) >= {"skiff", "onnxruntime", "tokenizers"}
+    assert all(p.hashes == (sha256(wheels[p.name.lower()]),) for p in pins)
+    assert (code / "inference.py").read_text().count("from skiff.serve.sagemaker_handler import") == 1
+
+
+def test_the_gpu_endpoint_gets_onnxruntimes_cuda_build_for_the_inference_images_python() -> None:
+    from infra.settings import ENDPOINT_PYTHON
+
+    assert PINNED.fullmatch(GPU_ONNXRUNTIME) and GPU_ONNXRUNTIME.startswith("onnxruntime-gpu==")
+    assert "py" + ENDPOINT.python_version.replace(".", "") == ENDPOINT_PYTHON

@@ -11,27 +11,33 @@ from skiff.registry.table import Registry, create_table
 from skiff.serve.gpu_endpoint import GpuEndpoint, GpuEndpointSettings, follow_production
 from skiff.serve.sagemaker_handler import input_fn, model_fn, output_fn, predict_fn
 
+BUCKET = "skiff-artifacts"
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd"
 SETTINGS = GpuEndpointSettings(
     endpoint_name="skiff-test-gpu",
     role_arn="arn:aws:iam::123456789012:role/skiff-test-endpoint",
-    image_uri="763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.5-gpu-py311",
-    source_uri="s3://skiff-artifacts/source/serving-sourcedir.tar.gz",
+    image_uri="763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.6-gpu-py312",
+    code_uri=f"s3://{BUCKET}/serving/code/",
     instance_type="ml.g4dn.xlarge",  # moto 5.2.5's instance-type list predates g5
+    kms_key_arn=KEY,
 )
+CODE = {"inference.py": b"from skiff.serve.sagemaker_handler import *", "requirements.txt": b"--no-index\n"}
+CODE["wheels/skiff-0.1.0-py3-none-any.whl"] = b"PK"
 
 
 @pytest.fixture
 def registry(aws: None) -> Registry:
     create_table("registry")
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for name, body in CODE.items():
+        s3.put_object(Bucket=BUCKET, Key=f"serving/code/{name}", Body=body)
     return Registry("registry")
 
 
-def promote_new(
-    registry: Registry, model_artifacts: str | None = "s3://skiff-artifacts/jobs/j/output/model.tar.gz"
-) -> str:
-    lineage = {"training_job": "j", **({"model_artifacts": model_artifacts} if model_artifacts else {})}
+def promote_new(registry: Registry, artifact_uri: str = f"s3://{BUCKET}/models/x") -> str:
     version = registry.register(
-        artifact_uri="s3://skiff-artifacts/models/x/", manifest_sha256="ab" * 32, metrics={}, lineage=lineage
+        artifact_uri=artifact_uri, manifest_sha256="ab" * 32, metrics={}, lineage={"training_job": "j"}
     ).version
     registry.promote(version, "test")
     return version
@@ -41,21 +47,65 @@ def test_first_promotion_creates_model_config_and_endpoint(registry: Registry) -
     version = promote_new(registry)
     config = follow_production(registry, GpuEndpoint(SETTINGS))
     sagemaker = boto3.client("sagemaker")
-    model = sagemaker.describe_model(ModelName=f"skiff-test-gpu-{version}")
-    assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://skiff-artifacts/jobs/j/output/model.tar.gz"
-    assert model["PrimaryContainer"]["Environment"]["SKIFF_MODEL_VERSION"] == version
-    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "serve.py"
     variant = sagemaker.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
     assert (variant["ModelName"], variant["InstanceType"]) == (f"skiff-test-gpu-{version}", "ml.g4dn.xlarge")
     assert sagemaker.describe_endpoint(EndpointName="skiff-test-gpu")["EndpointConfigName"] == config
+
+
+def test_the_model_is_the_versions_folder_read_uncompressed_by_an_isolated_container(registry: Registry) -> None:
+    version = promote_new(registry)
+    request = GpuEndpoint(SETTINGS).model_request(registry.get(version))
+    container = request["PrimaryContainer"]
+    assert container["ModelDataSource"] == {
+        "S3DataSource": {"S3Uri": f"s3://{BUCKET}/models/x/", "S3DataType": "S3Prefix", "CompressionType": "None"}
+    }
+    assert container["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py", "SKIFF_MODEL_VERSION": version}
+    assert request["EnableNetworkIsolation"] is True
+
+
+def test_the_endpoint_code_is_copied_into_the_versions_folder(registry: Registry) -> None:
+    version = promote_new(registry)
+    follow_production(registry, GpuEndpoint(SETTINGS))
+    s3 = boto3.client("s3")
+    for name, body in CODE.items():
+        assert s3.get_object(Bucket=BUCKET, Key=f"models/x/code/{name}")["Body"].read() == body, version
+
+
+@pytest.mark.parametrize(("instance_type", "keyed"), [("ml.g4dn.xlarge", False), ("ml.m5.xlarge", True)])
+def test_the_stack_key_encrypts_the_endpoint_volume_unless_it_is_instance_storage(
+    registry: Registry, instance_type: str, keyed: bool
+) -> None:
+    from dataclasses import replace
+
+    version = registry.get(promote_new(registry))
+    request = GpuEndpoint(replace(SETTINGS, instance_type=instance_type)).endpoint_config_request(version)
+    assert request.get("KmsKeyId") == (KEY if keyed else None)
+
+
+@pytest.mark.parametrize("instance_type", ["ml.g4dn.xlarge", "ml.m5.xlarge"])
+def test_the_requests_are_valid_for_botocores_sagemaker_model(registry: Registry, instance_type: str) -> None:
+    from dataclasses import replace
+
+    import botocore.session
+    from botocore.validate import validate_parameters
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    endpoint = GpuEndpoint(replace(SETTINGS, instance_type=instance_type))
+    version = registry.get(promote_new(registry))
+    validate_parameters(endpoint.model_request(version), model.operation_model("CreateModel").input_shape)
+    config = endpoint.endpoint_config_request(version)
+    validate_parameters(config, model.operation_model("CreateEndpointConfig").input_shape)
 
 
 def test_names_fit_sagemakers_63_character_limit() -> None:
     assert len(GpuEndpoint(SETTINGS).resource_name("v20261122-184501123-a1b2" * 3)) == 63
 
 
-def test_a_version_without_its_model_archive_does_not_move_the_endpoint(registry: Registry) -> None:
-    promote_new(registry, model_artifacts=None)
+def test_without_its_code_uploaded_the_endpoint_does_not_move(registry: Registry) -> None:
+    s3 = boto3.client("s3")
+    for name in CODE:
+        s3.delete_object(Bucket=BUCKET, Key=f"serving/code/{name}")
+    promote_new(registry)
     assert follow_production(registry, GpuEndpoint(SETTINGS)) is None
     assert boto3.client("sagemaker").list_endpoints()["Endpoints"] == []
 
