@@ -70,10 +70,12 @@ class FunctionPlatform:
 
 @dataclass
 class ProductionFollowers:
-    """What a function that changes production adds to its environment and policy (the GPU endpoint)."""
+    """What a function that changes production adds to its environment and policy (the GPU
+    endpoint), and the events (``event_pattern``) the completion function hears about it."""
 
     environment: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     statements: list[dict[str, Any]] = field(default_factory=list)
+    event_pattern: dict[str, Any] | None = None
 
 
 class SkiffFunction(pulumi.ComponentResource):

@@ -18,6 +18,7 @@ import pulumi_aws as aws
 
 from infra.functions import ProductionFollowers
 from infra.policies import objects, sagemaker_container_statements, service_role, statement
+from skiff.serve.gpu_endpoint import endpoint_event_pattern
 
 CODE_PREFIX = "serving/code/"
 
@@ -122,5 +123,7 @@ class GpuEndpoint(pulumi.ComponentResource):
                     ["kms:CreateGrant"], [args.key.arn], Condition={"Bool": {"kms:GrantIsForAWSResource": "true"}}
                 ),
             ],
+            # Whether an update took: recorded on the version, a failure notified (skiff.serve.gpu_endpoint).
+            event_pattern=endpoint_event_pattern(endpoint_name),
         )
         self.register_outputs({"endpoint_name": endpoint_name, "role_arn": self.role.arn})

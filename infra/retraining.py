@@ -216,6 +216,20 @@ class Retraining(pulumi.ComponentResource):
         )
         self.events_dlq = event_dead_letter_queue(f"{name}-training-events-dlq", self.rule, args.account_id, child)
         self.completion.invoked_by(f"{name}-training-job-state", self.rule, child, dead_letters=self.events_dlq)
+        self.endpoint_events_dlq: aws.sqs.Queue | None = None
+        if args.followers.event_pattern is not None:
+            endpoint_rule = aws.cloudwatch.EventRule(
+                f"{name}-gpu-endpoint-state",
+                description=f"{s.prefix}: state changes of this stack's GPU endpoint",
+                event_pattern=json.dumps(args.followers.event_pattern),
+                opts=child,
+            )
+            self.endpoint_events_dlq = event_dead_letter_queue(
+                f"{name}-gpu-endpoint-events-dlq", endpoint_rule, args.account_id, child
+            )
+            self.completion.invoked_by(
+                f"{name}-gpu-endpoint-state", endpoint_rule, child, dead_letters=self.endpoint_events_dlq
+            )
         self.register_outputs({"sagemaker_role_arn": self.sagemaker_role.arn, "rule_arn": self.rule.arn})
 
 

@@ -110,7 +110,11 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             settings=s,
             api=serving.api,
             inference_function=serving.inference.function,
-            queues={"upload": storage.upload_dlq, "training-events": retraining.events_dlq},
+            queues={
+                "upload": storage.upload_dlq,
+                "training-events": retraining.events_dlq,
+                **({"gpu-endpoint-events": retraining.endpoint_events_dlq} if retraining.endpoint_events_dlq else {}),
+            },
             platform=platform,
             artifacts_bucket=storage.artifacts_bucket,
             account_id=account_id,

@@ -24,7 +24,7 @@ from skiff.aws import LazyClient
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("rolled-back", "training-failed", "candidate-rejected", "candidate-promoted")
+EVENTS = ("rolled-back", "training-failed", "candidate-rejected", "candidate-promoted", "endpoint-failed")
 """What is notified (dead-letter queues filling up reach the topic through their alarms)."""
 
 MAX_SUBJECT = 99

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -132,6 +132,12 @@ class ChangeRequest(BaseModel):
     )
 
 
+class GpuEndpointState(BaseModel):
+    state: Literal["updating", "serving", "failed"]
+    reason: str | None
+    at: str
+
+
 class ModelVersionBody(BaseModel):
     version: str
     status: str
@@ -143,6 +149,9 @@ class ModelVersionBody(BaseModel):
     metrics: dict[str, Any]
     lineage: dict[str, Any]
     status_reason: str | None
+    gpu_endpoint: GpuEndpointState | None = Field(
+        default=None, description="what the stack's GPU endpoint did with this version (stacks with one only)"
+    )
 
 
 class ModelPage(BaseModel):

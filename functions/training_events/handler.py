@@ -1,4 +1,5 @@
-"""Training events Lambda: EventBridge "SageMaker Training Job State Change" for this stack's jobs."""
+"""SageMaker events Lambda: "SageMaker Training Job State Change" for this stack's jobs, and
+"SageMaker Endpoint State Change" for its GPU endpoint (stacks with one)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skiff.notify import Notifier, notifier_from_env
 from skiff.retrain.completion import CompletionSettings, TrainingCompletion
-from skiff.serve.gpu_endpoint import endpoint_from_env
+from skiff.serve.gpu_endpoint import ENDPOINT_EVENT, endpoint_from_env, endpoint_state_changed
 
 logger = Logger(service="skiff-training-events")
 metrics = Metrics(namespace="Skiff", service="training-events")
@@ -23,6 +24,19 @@ def completion() -> TrainingCompletion:
     return TrainingCompletion(CompletionSettings.from_env(), gpu_endpoint=endpoint_from_env())
 
 
+def endpoint_event(detail: dict[str, Any]) -> dict[str, Any]:
+    endpoint = completion().gpu_endpoint
+    if endpoint is None:
+        return {"state": "ignored", "reason": "this stack has no GPU endpoint"}
+    outcome = endpoint_state_changed(completion().registry, endpoint, detail)
+    logger.info("GPU endpoint: %s", outcome.state, extra={"model_version": outcome.version, "reason": outcome.reason})
+    metrics.add_metric(name=f"EndpointOutcome_{outcome.state}", unit=MetricUnit.Count, value=1)
+    notice = outcome.notice(endpoint.settings.endpoint_name)
+    if notice is not None:
+        notifier().send(notice)
+    return vars(outcome)
+
+
 @cache
 def notifier() -> Notifier:
     return notifier_from_env()
@@ -31,7 +45,10 @@ def notifier() -> Notifier:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    detail = EventBridgeEvent(event).detail
+    parsed = EventBridgeEvent(event)
+    if parsed.detail_type == ENDPOINT_EVENT:
+        return endpoint_event(parsed.detail)
+    detail = parsed.detail
     outcome = completion().handle(detail)
     logger.info(
         "training job %s: %s",

@@ -81,9 +81,14 @@ class ModelVersion:
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     status_reason: str | None = None
+    gpu_endpoint: dict[str, Any] | None = None  # {"state", "reason", "at"} when the stack has a GPU endpoint
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ENDPOINT_STATES = ("updating", "serving", "failed")
+"""Where the GPU endpoint stands with a version it was asked to serve."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +268,35 @@ class Registry:
                 "ExpressionAttributeValues": dynamo.values(**values),
             }
         }
+
+    def record_endpoint(self, version: str, state: str, reason: str | None = None, actor: str = "gpu-endpoint") -> None:
+        """What the GPU endpoint did with ``version`` (updating, serving, failed and why), on the
+        version (``skiff models``) and in the audit trail. Production itself does not move."""
+        if state not in ENDPOINT_STATES:
+            raise RegistryError(f"expected an endpoint state in {ENDPOINT_STATES} (got: {state!r})")
+        at = _now()
+        recorded = {"state": state, "reason": reason, "at": at}
+        try:
+            self.dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": dynamo.to_item({"pk": "VERSION", "sk": version}),
+                            "UpdateExpression": "SET gpu_endpoint = :recorded",
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeValues": dynamo.values(recorded=recorded),
+                        }
+                    },
+                    self._audit_put(f"endpoint-{state}", version, actor, reason or f"GPU endpoint {state}"),
+                ]
+            )
+        except ClientError as exc:
+            if dynamo.cancelled(exc):
+                raise NotFoundError(
+                    f"expected a registered model version (got: {version!r}, which does not exist)"
+                ) from exc
+            raise
 
     def reject(self, version: str, reason: str, actor: str = "quality-gate") -> ModelVersion:
         """A candidate that must never serve: record why."""

@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError
 from skiff import settings as env
 from skiff.aws import LazyClient, has_instance_storage
 from skiff.errors import ArtifactError
+from skiff.notify import Notice
 from skiff.registry.artifacts import parse_s3_uri
 from skiff.registry.table import ModelVersion, Registry
 
@@ -167,19 +168,83 @@ class GpuEndpoint:
 
 
 def follow_production(registry: Registry, endpoint: GpuEndpoint | None) -> str | None:
-    """After production changed: move the GPU endpoint too. Failures are logged, not raised —
-    the registry (and the Lambda serving from it) is the source of truth; an alarm on the
-    logged metric tells someone the endpoint lags."""
+    """After production changed: move the GPU endpoint too, and record that on the version.
+
+    The registry is the record and the Lambda serves production at once; the endpoint follows
+    (SageMaker takes minutes). A request it refuses is recorded as failed here; an update that
+    fails later is recorded by :func:`endpoint_state_changed`. Nothing here raises: production
+    has already moved."""
     if endpoint is None:
         return None
     current = registry.production()
     if current is None:
         return None
     try:
-        return endpoint.follow(current)
+        config = endpoint.follow(current)
     except (ClientError, ArtifactError) as exc:
         log.error("GPU endpoint did not follow production %s: %s", current.version, exc)
+        registry.record_endpoint(current.version, "failed", f"the endpoint was not asked to serve it: {exc}")
         return None
+    registry.record_endpoint(current.version, "updating", f"endpoint config {config}")
+    return config
+
+
+ENDPOINT_EVENT = "SageMaker Endpoint State Change"
+_IN_PROGRESS = {"CREATING", "UPDATING", "SYSTEMUPDATING", "ROLLINGBACK", "DELETING"}
+_FAILED = {"FAILED", "UPDATEROLLBACKFAILED", "OUTOFSERVICE"}
+
+
+def endpoint_event_pattern(endpoint_name: str) -> dict[str, Any]:
+    """EventBridge pattern for this stack's endpoint's state changes (infra and tests)."""
+    return {"source": ["aws.sagemaker"], "detail-type": [ENDPOINT_EVENT], "detail": {"EndpointName": [endpoint_name]}}
+
+
+@dataclass(frozen=True)
+class EndpointOutcome:
+    state: str  # "serving", "failed", "updating", "ignored"
+    version: str | None = None
+    reason: str | None = None
+
+    def notice(self, endpoint_name: str) -> Notice | None:
+        if self.state != "failed":
+            return None
+        return Notice(
+            "endpoint-failed",
+            f"GPU endpoint {endpoint_name} failed to serve production {self.version}; the Lambda API serves it",
+            {"version": self.version, "endpoint": endpoint_name, "reason": self.reason},
+        )
+
+
+def endpoint_state_changed(registry: Registry, endpoint: GpuEndpoint, detail: Mapping[str, Any]) -> EndpointOutcome:
+    """An endpoint state event: record on production's version whether the endpoint now serves it.
+
+    The event is only a nudge: the endpoint is described again (events can arrive late, twice,
+    or out of order), and SageMaker's own FailureReason says why an update failed (a failed
+    update leaves the endpoint InService on its previous config)."""
+    name = endpoint.settings.endpoint_name
+    if detail.get("EndpointName") != name:
+        return EndpointOutcome("ignored", reason=f"not this stack's endpoint: {detail.get('EndpointName')!r}")
+    current = registry.production()
+    if current is None:
+        return EndpointOutcome("ignored", reason="no production version")
+    described = endpoint.sagemaker.describe_endpoint(EndpointName=name)
+    status = str(described["EndpointStatus"]).replace("_", "").upper()
+    wanted = endpoint.resource_name(current.version)
+    reason = described.get("FailureReason")
+    if status in _IN_PROGRESS:
+        return EndpointOutcome("updating", current.version)
+    if status == "INSERVICE" and described.get("EndpointConfigName") == wanted:
+        if (current.gpu_endpoint or {}).get("state") != "serving":
+            registry.record_endpoint(current.version, "serving", f"endpoint config {wanted} in service")
+        return EndpointOutcome("serving", current.version)
+    if status in _FAILED or reason:
+        why = reason or f"endpoint status {described['EndpointStatus']}"
+        recorded = current.gpu_endpoint or {}
+        if (recorded.get("state"), recorded.get("reason")) == ("failed", why):
+            return EndpointOutcome("ignored", current.version, "already recorded")  # a repeated event
+        registry.record_endpoint(current.version, "failed", why)
+        return EndpointOutcome("failed", current.version, why)
+    return EndpointOutcome("updating", current.version)  # in service on an older config, no failure yet
 
 
 def endpoint_from_env() -> GpuEndpoint | None:

@@ -469,6 +469,13 @@ def test_a_repeated_completion_event_notifies_nobody_again(
     assert len(subscriber.received()) == 1
 
 
+def test_an_endpoint_event_without_a_gpu_endpoint_is_ignored(retraining: Retraining) -> None:
+    event = training_state_event({"EndpointName": "skiff-test-gpu", "EndpointStatus": "IN_SERVICE"}, False)
+    event["detail-type"] = "SageMaker Endpoint State Change"
+    outcome = training_events.lambda_handler(event, Context())
+    assert outcome == {"state": "ignored", "reason": "this stack has no GPU endpoint"}
+
+
 def test_duplicate_completion_event_changes_nothing(retraining: Retraining, sms_parts: list[bytes]) -> None:
     retraining.trigger(retraining.upload("first.csv", sms_parts[0]))
     detail = retraining.run_job(retraining.jobs()[-1])

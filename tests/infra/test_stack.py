@@ -622,6 +622,22 @@ def test_gpu_endpoint_code_is_uploaded_file_by_file_where_the_functions_copy_it_
     assert env(stack, "registry-api")["SKIFF_GPU_ENDPOINT_CODE_URI"] == f"s3://{artifacts}/serving/code/"
 
 
+def test_gpu_endpoint_state_changes_reach_the_completion_function_with_a_watched_dlq(bundle_dir: Path) -> None:
+    from skiff.serve.gpu_endpoint import endpoint_event_pattern
+
+    stack = run_program(bundle_dir, gpu_endpoint=True, gpu_inference_image_uri=GPU_IMAGE)
+    rule = stack.named("aws:cloudwatch/eventRule:EventRule", "gpu-endpoint-state")
+    assert rule.json("eventPattern") == endpoint_event_pattern("skiff-test-gpu")
+    target = stack.named("aws:cloudwatch/eventTarget:EventTarget", "gpu-endpoint-state-target")
+    assert target.inputs["arn"] == function(stack, "training-events").outputs["arn"]
+    dlq = stack.named("aws:sqs/queue:Queue", "gpu-endpoint-events-dlq")
+    assert target.inputs["deadLetterConfig"]["arn"] == dlq.outputs["arn"]
+    alarm = stack.one(
+        "aws:cloudwatch/metricAlarm:MetricAlarm", lambda a: a.inputs["name"].endswith("gpu-endpoint-events-dlq-depth")
+    )
+    assert alarm.inputs["dimensions"] == {"QueueName": dlq.outputs["name"]}
+
+
 def test_gpu_endpoint_role_reads_served_folders_and_its_logs_expire(bundle_dir: Path) -> None:
     stack = run_program(bundle_dir, gpu_endpoint=True, gpu_inference_image_uri=GPU_IMAGE)
     policy = stack.named("aws:iam/rolePolicy:RolePolicy", "gpu-endpoint-policy")

@@ -8,7 +8,7 @@ import pytest
 
 from skiff.errors import RequestError
 from skiff.registry.table import Registry, create_table
-from skiff.serve.gpu_endpoint import GpuEndpoint, GpuEndpointSettings, follow_production
+from skiff.serve.gpu_endpoint import GpuEndpoint, GpuEndpointSettings, endpoint_state_changed, follow_production
 from skiff.serve.sagemaker_handler import input_fn, model_fn, output_fn, predict_fn
 
 BUCKET = "skiff-artifacts"
@@ -148,3 +148,95 @@ def test_a_later_promotion_updates_the_endpoint_to_the_new_config(registry: Regi
     except NotImplementedError:
         pytest.skip("moto 5.2.5 does not implement update_endpoint (FACTS.md)")
     assert boto3.client("sagemaker").describe_endpoint(EndpointName="skiff-test-gpu")["EndpointConfigName"] == config
+
+
+# ---- whether the endpoint really serves production ----------------------------------------
+
+
+def test_following_production_records_that_the_endpoint_is_updating(registry: Registry) -> None:
+    version = promote_new(registry)
+    config = follow_production(registry, GpuEndpoint(SETTINGS))
+    recorded = registry.get(version).gpu_endpoint
+    assert recorded is not None and recorded["state"] == "updating" and config in recorded["reason"]
+
+
+def test_a_refused_request_is_recorded_as_failed_and_production_stays(registry: Registry) -> None:
+    for name in CODE:
+        boto3.client("s3").delete_object(Bucket=BUCKET, Key=f"serving/code/{name}")
+    version = promote_new(registry)
+    follow_production(registry, GpuEndpoint(SETTINGS))
+    recorded = registry.get(version).gpu_endpoint
+    assert recorded is not None and recorded["state"] == "failed" and "no inference.py" in recorded["reason"]
+    assert registry.production_version() == version
+
+
+def test_an_endpoint_in_service_on_productions_config_is_recorded_as_serving(registry: Registry) -> None:
+    version = promote_new(registry)
+    endpoint = GpuEndpoint(SETTINGS)
+    follow_production(registry, endpoint)
+    outcome = endpoint_state_changed(
+        registry, endpoint, {"EndpointName": "skiff-test-gpu", "EndpointStatus": "IN_SERVICE"}
+    )
+    assert (outcome.state, outcome.version) == ("serving", version)
+    assert registry.get(version).gpu_endpoint["state"] == "serving"
+    assert outcome.notice("skiff-test-gpu") is None
+
+
+def stubbed_endpoint(described: dict) -> GpuEndpoint:
+    """A real SageMaker client whose DescribeEndpoint answer is ``described`` (botocore checks its shape):
+    moto cannot make an update fail."""
+    from botocore.stub import Stubber
+
+    sagemaker = boto3.client("sagemaker")
+    stubber = Stubber(sagemaker)
+    answer = {
+        "EndpointName": "skiff-test-gpu",
+        "EndpointArn": "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/skiff-test-gpu",
+        "CreationTime": "2026-12-01T00:00:00Z",
+        "LastModifiedTime": "2026-12-01T00:00:00Z",
+        **described,
+    }
+    stubber.add_response("describe_endpoint", answer, {"EndpointName": "skiff-test-gpu"})
+    stubber.activate()
+    return GpuEndpoint(SETTINGS, sagemaker=sagemaker)
+
+
+def test_a_failed_update_is_recorded_with_sagemakers_reason_and_notified(registry: Registry) -> None:
+    first = promote_new(registry)
+    second = promote_new(registry)
+    endpoint = stubbed_endpoint(
+        {
+            "EndpointStatus": "InService",  # a failed update leaves the endpoint on its previous config
+            "EndpointConfigName": f"skiff-test-gpu-{first}",
+            "FailureReason": "The primary container for variant AllTraffic did not pass the ping health check.",
+        }
+    )
+    outcome = endpoint_state_changed(
+        registry, endpoint, {"EndpointName": "skiff-test-gpu", "EndpointStatus": "IN_SERVICE"}
+    )
+    assert (outcome.state, outcome.version) == ("failed", second)
+    recorded = registry.get(second).gpu_endpoint
+    assert recorded["state"] == "failed" and "ping health check" in recorded["reason"]
+    assert registry.production_version() == second  # the Lambda API keeps serving production
+    notice = outcome.notice("skiff-test-gpu")
+    assert notice is not None and notice.event == "endpoint-failed" and "ping health check" in notice.details["reason"]
+
+
+def test_a_repeated_failure_event_is_recorded_and_notified_once(registry: Registry) -> None:
+    first, second = promote_new(registry), promote_new(registry)
+    described = {
+        "EndpointStatus": "Failed",
+        "EndpointConfigName": f"skiff-test-gpu-{second}",
+        "FailureReason": "capacity",
+    }
+    event = {"EndpointName": "skiff-test-gpu", "EndpointStatus": "FAILED"}
+    assert endpoint_state_changed(registry, stubbed_endpoint(described), event).state == "failed"
+    again = endpoint_state_changed(registry, stubbed_endpoint(described), event)
+    assert again.state == "ignored" and again.notice("skiff-test-gpu") is None
+    assert [a["action"] for a in registry.audit()].count("endpoint-failed") == 1, first
+
+
+def test_another_endpoints_event_is_ignored(registry: Registry) -> None:
+    promote_new(registry)
+    outcome = endpoint_state_changed(registry, GpuEndpoint(SETTINGS), {"EndpointName": "someone-else"})
+    assert outcome.state == "ignored" and "someone-else" in (outcome.reason or "")
