@@ -72,9 +72,20 @@ def models_table(models: Sequence[dict[str, Any]]) -> Table:
             f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "",
             f"{metrics['macro_f1']:.4f}" if "macro_f1" in metrics else "",
             model["lineage"].get("dataset_version", ""),
-            model.get("status_reason") or "",
+            _why(model),
         )
     return table
+
+
+def _why(model: dict[str, Any]) -> str:
+    """The status reason, and what the GPU endpoint did with the version (stacks with one)."""
+    endpoint = model.get("gpu_endpoint") or {}
+    parts = [model.get("status_reason") or ""]
+    if endpoint:
+        parts.append(
+            f"GPU endpoint {endpoint['state']}" + (f": {endpoint['reason']}" if endpoint.get("reason") else "")
+        )
+    return "; ".join(p for p in parts if p)
 
 
 def rejection_text(outcome: dict[str, Any]) -> str:

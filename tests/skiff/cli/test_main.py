@@ -86,3 +86,21 @@ def test_a_failed_train_keeps_its_job_folder_and_names_it(
     (kept,) = tmp_path.glob("skiff-job-*")
     assert f"the job's folder is kept: {kept}" in error
     assert "line 3: empty text" in (kept / "output" / "training.log").read_text()
+
+
+def test_models_table_says_what_the_gpu_endpoint_did_with_a_version() -> None:
+    from rich.console import Console
+
+    from skiff.cli.tables import models_table
+
+    model = {
+        "version": "v2",
+        "status": "production",
+        "metrics": {},
+        "lineage": {},
+        "status_reason": None,
+        "gpu_endpoint": {"state": "failed", "reason": "ping health check", "at": "2026-12-02T00:00:00Z"},
+    }
+    console = Console(width=200, record=True)
+    console.print(models_table([model]))
+    assert "GPU endpoint failed: ping health check" in console.export_text()
