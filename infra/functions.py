@@ -25,6 +25,7 @@ class FunctionArgs:
     timeout_seconds: int = 30
     reserved_concurrency: int | None = None
     log_retention_days: int = 30
+    tracing: bool = True  # X-Ray active tracing, and Powertools' Tracer in the handler
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -40,6 +41,7 @@ class FunctionPlatform:
     log_retention_days: int
     table: aws.dynamodb.Table
     key: aws.kms.Key
+    tracing: bool = True
 
     def function(
         self,
@@ -62,6 +64,7 @@ class FunctionPlatform:
                 environment=environment,
                 statements=statements,
                 log_retention_days=self.log_retention_days,
+                tracing=self.tracing,
                 **extra,
             ),
             opts=opts,
@@ -97,6 +100,12 @@ class SkiffFunction(pulumi.ComponentResource):
                         [pulumi.Output.concat(self.log_group.arn, ":*")],
                     ),
                     *args.statements,
+                    # AWS requires "*" for these: X-Ray has no resource-level permissions.
+                    *(
+                        [statement(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"])]
+                        if args.tracing
+                        else []
+                    ),
                 ]
             ),
             opts=child,
@@ -114,8 +123,14 @@ class SkiffFunction(pulumi.ComponentResource):
             timeout=args.timeout_seconds,
             reserved_concurrent_executions=args.reserved_concurrency,
             environment=aws.lambda_.FunctionEnvironmentArgs(
-                variables={"POWERTOOLS_SERVICE_NAME": function_name, "SKIFF_STACK": args.prefix, **args.environment}
+                variables={
+                    "POWERTOOLS_SERVICE_NAME": function_name,
+                    "POWERTOOLS_TRACE_DISABLED": str(not args.tracing).lower(),
+                    "SKIFF_STACK": args.prefix,
+                    **args.environment,
+                }
             ),
+            tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active" if args.tracing else "PassThrough"),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=self.log_group.name),
             **args.extra,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]),

@@ -51,6 +51,7 @@ class StackSettings:
     alarm_p99_latency_ms: int = 1000
     bundle_dir: str = "build/lambda"
     log_retention_days: int = 30
+    tracing: bool = True
     notification_email: str | None = None
     gpu_endpoint: bool = False
     gpu_instance_type: str = "ml.g5.xlarge"

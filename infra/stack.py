@@ -45,7 +45,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
         code=pulumi.FileArchive(report.layer.path),
         compatible_runtimes=["python3.12"],
         compatible_architectures=[s.lambda_architecture],
-        description="onnxruntime, numpy, aws-lambda-powertools, pydantic (built by skiff bundle)",
+        description="onnxruntime, numpy, aws-lambda-powertools, pydantic, aws-xray-sdk (built by skiff bundle)",
     )
 
     storage = Storage(
@@ -82,7 +82,14 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
         )
     followers = gpu.followers if gpu is not None else ProductionFollowers()
     platform = FunctionPlatform(
-        s.prefix, layer.arn, s.lambda_architecture, code_paths, s.log_retention_days, registry.table, storage.key
+        s.prefix,
+        layer.arn,
+        s.lambda_architecture,
+        code_paths,
+        s.log_retention_days,
+        registry.table,
+        storage.key,
+        tracing=s.tracing,
     )
     retraining = Retraining(
         "retraining",

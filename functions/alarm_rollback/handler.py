@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -24,6 +24,7 @@ from skiff.serve.gpu_endpoint import endpoint_from_env, follow_production
 
 logger = Logger(service="skiff-alarm-rollback")
 metrics = Metrics(namespace="Skiff", service="alarm-rollback")
+tracer = Tracer(service="skiff-alarm-rollback")  # X-Ray, when the function runs with active tracing
 
 
 @cache
@@ -55,6 +56,7 @@ def production_problem(version: ModelVersion) -> str | None:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     detail = EventBridgeEvent(event).detail
     outcome = rollback_on_alarm(

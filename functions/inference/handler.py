@@ -10,7 +10,7 @@ import time
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,6 +28,7 @@ from skiff.serve.inference import ModelServer, ServingSettings
 
 logger = Logger(service="skiff-inference")
 metrics = Metrics(namespace="Skiff", service="inference")
+tracer = Tracer(service="skiff-inference")  # X-Ray, when the function runs with active tracing
 app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=parse_json_body)
 install_error_handlers(app, metrics)
 
@@ -126,5 +127,6 @@ app.use(middlewares=[require_json])
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(normalize_event(event), context)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
@@ -39,6 +39,7 @@ from skiff.serve.http import ErrorBody, install_error_handlers, normalize_event,
 
 logger = Logger(service="skiff-registry-api")
 metrics = Metrics(namespace="Skiff", service="registry-api")
+tracer = Tracer(service="skiff-registry-api")  # X-Ray, when the function runs with active tracing
 app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=parse_json_body)
 error_response = install_error_handlers(app, metrics)
 app.use(middlewares=[require_json])
@@ -249,6 +250,7 @@ def _idempotency_key() -> str | None:
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     IDEMPOTENCY.register_lambda_context(context)  # in-progress records expire with the invocation
     return app.resolve(normalize_event(event), context)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -17,6 +17,7 @@ from skiff.serve.gpu_endpoint import ENDPOINT_EVENT, endpoint_from_env, endpoint
 
 logger = Logger(service="skiff-training-events")
 metrics = Metrics(namespace="Skiff", service="training-events")
+tracer = Tracer(service="skiff-training-events")  # X-Ray, when the function runs with active tracing
 
 
 @cache
@@ -44,6 +45,7 @@ def notifier() -> Notifier:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     parsed = EventBridgeEvent(event)
     if parsed.detail_type == ENDPOINT_EVENT:

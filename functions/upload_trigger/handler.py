@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes import S3Event
@@ -26,6 +26,7 @@ from skiff.retrain.launch import TrainingJobSettings, TrainingScheduler
 
 logger = Logger(service="skiff-upload-trigger")
 metrics = Metrics(namespace="Skiff", service="upload-trigger")
+tracer = Tracer(service="skiff-upload-trigger")  # X-Ray, when the function runs with active tracing
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -60,6 +61,7 @@ def handle_record(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     with processor(records=event["Records"], handler=handle_record):
         processor.process()

@@ -38,9 +38,11 @@ DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # zipped, per package uploaded without S
 
 # What each function needs beyond the Lambda Python runtime (which already has boto3).
 LAYER_REQUIREMENTS = ("onnxruntime>=1.20", "numpy>=1.26", "aws-lambda-powertools>=3.0", "pydantic>=2.6")
-LAYER_WITHOUT_DEPENDENCIES = ("tokenizers>=0.20",)
+LAYER_WITHOUT_DEPENDENCIES = ("tokenizers>=0.20", "aws-xray-sdk>=2.14", "wrapt>=1.14")
 """Installed with --no-deps: serving only loads tokenizer.json; tokenizers' huggingface-hub
-dependency (and hf-xet, fsspec, pyyaml… ~20 MB) is for downloading models, which serving never does."""
+dependency (and hf-xet, fsspec, pyyaml… ~20 MB) is for downloading models, which serving never
+does. aws-xray-sdk (Powertools' Tracer) needs botocore, which the Lambda runtime already has,
+and wrapt, listed here."""
 FUNCTIONS = ("inference", "registry_api", "upload_trigger", "training_events", "alarm_rollback")
 
 PRUNE = (

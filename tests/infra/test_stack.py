@@ -13,7 +13,12 @@ from infra.monitoring import alarm_event_pattern
 from skiff.retrain.launch import training_event_pattern
 from tests.infra.conftest import IMAGE, REGION, Deployed, Resource, run_program
 
-ALLOWED_STAR_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+ALLOWED_STAR_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
 
 
 def statements(policy: Resource) -> list[dict[str, Any]]:
@@ -727,3 +732,27 @@ def test_no_email_is_subscribed_unless_configured(stack: Deployed, bundle_dir: P
     configured = run_program(bundle_dir, notification_email="ops@example.com")
     (subscription,) = configured.of_type("aws:sns/topicSubscription:TopicSubscription")
     assert (subscription.inputs["protocol"], subscription.inputs["endpoint"]) == ("email", "ops@example.com")
+
+
+# ---- observability ------------------------------------------------------------------------
+
+
+def test_every_function_is_traced_by_x_ray(stack: Deployed) -> None:
+    functions = stack.of_type("aws:lambda/function:Function")
+    assert len(functions) == 5
+    for fn in functions:
+        assert fn.inputs["tracingConfig"] == {"mode": "Active"}
+        assert fn.inputs["environment"]["variables"]["POWERTOOLS_TRACE_DISABLED"] == "false"
+    traced = [
+        p
+        for p in stack.of_type("aws:iam/rolePolicy:RolePolicy")
+        if any("xray:PutTraceSegments" in as_list(s["Action"]) for s in statements(p))
+    ]
+    assert len(traced) == 5
+
+
+def test_tracing_can_be_turned_off(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, tracing=False)
+    for fn in stack.of_type("aws:lambda/function:Function"):
+        assert fn.inputs["tracingConfig"] == {"mode": "PassThrough"}
+        assert fn.inputs["environment"]["variables"]["POWERTOOLS_TRACE_DISABLED"] == "true"
