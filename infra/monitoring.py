@@ -24,6 +24,7 @@ class MonitoringArgs:
     platform: FunctionPlatform
     artifacts_bucket: aws.s3.Bucket
     account_id: str
+    region: str
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
     notifications: Notifications | None = None  # alarms and automatic rollbacks are told to it
 
@@ -186,7 +187,30 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.rollback.invoked_by(f"{name}-serving-alarm", self.rollback_rule, child, dead_letters=self.rollback_dlq)
         self.other_alarms.append(dead_letters_alarm("alarm-rollback", self.rollback_dlq))
-        self.register_outputs({"rollback_rule_arn": self.rollback_rule.arn})
+
+        queues = {**args.queues, "alarm-rollback": self.rollback_dlq}
+        alarms = [*self.serving_alarms, *self.other_alarms]
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=s.prefix,
+            dashboard_body=pulumi.Output.all(
+                args.api.id,
+                args.inference_function.name,
+                pulumi.Output.all(*[q.name for q in queues.values()]),
+                pulumi.Output.all(*[a.arn for a in alarms]),
+            ).apply(
+                lambda values: dashboard_body(
+                    s.prefix,
+                    args.region,
+                    values[0],
+                    values[1],
+                    dict(zip(queues, values[2], strict=True)),
+                    list(values[3]),
+                )
+            ),
+            opts=child,
+        )
+        self.register_outputs({"rollback_rule_arn": self.rollback_rule.arn, "dashboard": self.dashboard.dashboard_name})
 
 
 def alarm_event_pattern(alarm_arns: list[str]) -> dict[str, object]:
@@ -196,3 +220,99 @@ def alarm_event_pattern(alarm_arns: list[str]) -> dict[str, object]:
         "resources": alarm_arns,
         "detail": {"state": {"value": ["ALARM"]}},
     }
+
+
+def dashboard_body(
+    prefix: str,
+    region: str,
+    api_id: str,
+    inference_function: str,
+    dead_letter_queues: dict[str, str],
+    alarm_arns: list[str],
+) -> str:
+    """The stack's CloudWatch dashboard: serving (requests, errors, latency per model version),
+    training, production changes, dead letters and the alarms, in that order."""
+
+    def graph(title: str, metrics: list[list[Any]], stat: str = "Sum", **extra: Any) -> dict[str, Any]:
+        properties = {"title": title, "region": region, "view": "timeSeries", "stat": stat, "period": 60}
+        return {"type": "metric", "width": 12, "height": 6, "properties": {**properties, "metrics": metrics, **extra}}
+
+    def skiff(service: str, *names: str) -> list[list[Any]]:
+        """Powertools EMF metrics of one function (namespace Skiff, dimension service)."""
+        return [["Skiff", name, "service", service, {"label": name}] for name in names]
+
+    def per_version(stat: str) -> list[Any]:
+        query = '{Skiff,model_version,service} MetricName="PredictLatency" service="inference"'
+        search = f"SEARCH('{query}', '{stat}', 60)"
+        return [{"expression": search, "id": f"latency_{stat}", "region": region}]  # one line per version
+
+    api = {"ApiId": api_id, "Stage": "$default"}
+    widgets = [
+        graph(
+            "API requests and errors",
+            [
+                ["AWS/ApiGateway", name, *[x for kv in api.items() for x in kv], {"label": name}]
+                for name in ("Count", "4xx", "5xx")
+            ],
+        ),
+        graph("Prediction latency per model version (p50, p99)", [per_version("p50"), per_version("p99")]),
+        graph(
+            "Inference function",
+            [
+                [
+                    "AWS/Lambda",
+                    "Duration",
+                    "FunctionName",
+                    inference_function,
+                    {"stat": "p50", "label": "duration p50"},
+                ],
+                [
+                    "AWS/Lambda",
+                    "Duration",
+                    "FunctionName",
+                    inference_function,
+                    {"stat": "p99", "label": "duration p99"},
+                ],
+                ["AWS/Lambda", "Errors", "FunctionName", inference_function, {"yAxis": "right"}],
+                ["AWS/Lambda", "Throttles", "FunctionName", inference_function, {"yAxis": "right"}],
+                [
+                    "AWS/Lambda",
+                    "ConcurrentExecutions",
+                    "FunctionName",
+                    inference_function,
+                    {"stat": "Maximum", "yAxis": "right"},
+                ],
+            ],
+            stat="Average",
+        ),
+        graph(
+            "Uploads and training jobs",
+            [
+                *skiff("upload-trigger", "Uploads_accepted", "Uploads_rejected", "TrainingJobsStarted"),
+                *skiff("training-events", "TrainingOutcome_failed"),
+            ],
+        ),
+        graph(
+            "Gate verdicts and production changes",
+            [
+                *skiff("training-events", "TrainingOutcome_promoted", "TrainingOutcome_rejected"),
+                *skiff("registry-api", "Promotions", "Rollbacks"),
+                *skiff("alarm-rollback", "AutoRollback_rolled-back"),
+            ],
+        ),
+        graph(
+            "Dead-letter queues (messages waiting)",
+            [
+                ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue, {"label": short}]
+                for short, queue in dead_letter_queues.items()
+            ],
+            stat="Maximum",
+        ),
+        {
+            "type": "alarm",
+            "width": 24,
+            "height": 4,
+            "properties": {"title": f"{prefix} alarms", "alarms": sorted(alarm_arns)},
+        },
+    ]
+    return json.dumps({"widgets": widgets})

@@ -119,6 +119,8 @@ def predict(request: PredictRequest) -> PredictResponse:
     for prediction in answer["predictions"]:
         metrics.add_metric(name=f"Predicted_{prediction['label']}", unit=MetricUnit.Count, value=1)
     logger.append_keys(model_version=answer["model_version"])
+    # Per version, so the dashboard can set a new version's latency beside the previous one's.
+    metrics.add_dimension(name="model_version", value=answer["model_version"])
     return PredictResponse.model_validate(answer)
 
 

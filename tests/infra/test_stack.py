@@ -756,3 +756,38 @@ def test_tracing_can_be_turned_off(bundle_dir: Path) -> None:
     for fn in stack.of_type("aws:lambda/function:Function"):
         assert fn.inputs["tracingConfig"] == {"mode": "PassThrough"}
         assert fn.inputs["environment"]["variables"]["POWERTOOLS_TRACE_DISABLED"] == "true"
+
+
+def dashboard(stack: Deployed) -> dict[str, Any]:
+    return json.loads(stack.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+
+
+def test_the_dashboard_shows_serving_training_changes_dead_letters_and_alarms(stack: Deployed) -> None:
+    titles = [w["properties"]["title"] for w in dashboard(stack)["widgets"]]
+    assert titles == [
+        "API requests and errors",
+        "Prediction latency per model version (p50, p99)",
+        "Inference function",
+        "Uploads and training jobs",
+        "Gate verdicts and production changes",
+        "Dead-letter queues (messages waiting)",
+        "skiff-test alarms",
+    ]
+    assert stack.outputs["dashboard_url"].endswith("#dashboards/dashboard/skiff-test")
+
+
+def test_the_dashboard_splits_latency_by_model_version_as_the_inference_function_emits_it(stack: Deployed) -> None:
+    latency = dashboard(stack)["widgets"][1]["properties"]["metrics"]
+    expressions = [m[0]["expression"] for m in latency]
+    assert all("{Skiff,model_version,service}" in e and 'MetricName="PredictLatency"' in e for e in expressions)
+    assert [e.rsplit("'", 2)[1] for e in expressions] == ["p50", "p99"]
+    source = Path("functions/inference/handler.py").read_text()
+    assert 'add_dimension(name="model_version"' in source and 'name="PredictLatency"' in source
+
+
+def test_the_dashboard_watches_every_dead_letter_queue_and_every_alarm(stack: Deployed) -> None:
+    widgets = dashboard(stack)["widgets"]
+    queues = {m[3] for m in widgets[5]["properties"]["metrics"]}
+    assert queues == {q.outputs["name"] for q in stack.of_type("aws:sqs/queue:Queue") if q.name.endswith("dlq")}
+    alarms = {a.outputs["arn"] for a in stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert set(widgets[6]["properties"]["alarms"]) == alarms
