@@ -25,6 +25,7 @@ from typing import Any
 
 from skiff.aws import client
 from skiff.errors import ConfigError, SkiffError
+from skiff.retrain.launch import dataset_version_of
 
 REQUIRED_OUTPUTS = ("api_url", "data_bucket", "artifacts_bucket", "registry_table", "job_prefix")
 
@@ -207,7 +208,11 @@ class StackClient:
             NameContains=prefix, SortBy="CreationTime", SortOrder="Descending"
         )
         for page in pages:
-            summaries += [s for s in page["TrainingJobSummaries"] if s["TrainingJobName"].startswith(prefix)]
+            summaries += [
+                s
+                for s in page["TrainingJobSummaries"]
+                if dataset_version_of(self.outputs.job_prefix, s["TrainingJobName"])  # not "<prefix>-2-…"'s
+            ]
             if len(summaries) >= limit:
                 break
         progress = self._local_progress()

@@ -63,7 +63,8 @@ def event_detail(description: Mapping[str, Any], status: str, **extra: Any) -> d
         "OutputDataConfig": description.get("OutputDataConfig", {}),
         "ResourceConfig": description.get("ResourceConfig", {}),
         "CreationTime": str(int(created.timestamp() * 1000)),
-        "Tags": {},
+        # SageMaker's events carry the job's tags as a map; the stack's rule matches on skiff:stack.
+        "Tags": {tag["Key"]: tag["Value"] for tag in description.get("Tags", [])},
         **extra,
     }
 

@@ -465,8 +465,12 @@ class LocalStack:
         name = pending[0]
         self._ran_jobs.add(name)
         description = sagemaker.describe_training_job(TrainingJobName=name)
+        # DescribeTrainingJob has no tags; SageMaker's events do (they are how the rule knows the stack).
+        description["Tags"] = sagemaker.list_tags(ResourceArn=description["TrainingJobArn"])["Tags"]
         request = {
-            k: description[k] for k in ("TrainingJobName", "HyperParameters", "InputDataConfig") if k in description
+            k: description[k]
+            for k in ("TrainingJobName", "HyperParameters", "InputDataConfig", "Tags")
+            if k in description
         }
         self._record_progress(name, status="InProgress", epoch=0, epochs=None, started=time.time(), request=request)
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ CODE_CHANNEL_SOURCE = "/opt/ml/input/data/code/sourcedir.tar.gz"
 S3 itself, so (as the SageMaker SDK does) the bundle arrives as the ``code`` input channel."""
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 MAX_ATTEMPTS = 20
+
+STACK_TAG = "skiff:stack"
+"""Every job of a stack carries its prefix under this tag; the stack's event rule matches it."""
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 """Where SageMaker writes every training job's logs, for the whole account and region."""
@@ -109,9 +113,15 @@ class TrainingJobSettings:
         return f"{self.job_prefix}-{dataset_version}"
 
     def dataset_version_of(self, job_name: str) -> str | None:
-        """The dataset version a job of this stack trains, or None for someone else's job."""
-        prefix = f"{self.job_prefix}-"
-        return job_name[len(prefix) :] if job_name.startswith(prefix) else None
+        return dataset_version_of(self.job_prefix, job_name)
+
+
+def dataset_version_of(job_prefix: str, job_name: str) -> str | None:
+    """The dataset version a job of the stack named ``job_prefix`` trains, or None for someone
+    else's job (also for a stack whose prefix merely starts with this one's: "skiff-dev-2-ds-000001"
+    is not "skiff-dev"'s job)."""
+    match = re.fullmatch(re.escape(job_prefix) + r"-(ds-\d{6,})", job_name)
+    return match.group(1) if match else None
 
 
 def sagemaker_hyperparameters(
@@ -155,7 +165,7 @@ def training_job_request(
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.max_runtime_seconds}
     if settings.use_spot:
         stopping["MaxWaitTimeInSeconds"] = settings.max_wait_seconds
-    tags = {"skiff:stack": settings.job_prefix, "skiff:dataset-version": dataset_version, **settings.tags}
+    tags = {STACK_TAG: settings.job_prefix, "skiff:dataset-version": dataset_version, **settings.tags}
     channels = [_channel("train", channel_manifest_uri, "ManifestFile", ContentType="text/csv")]
     if settings.base_model_uri and settings.hyperparameters.model_family == "transformer":
         channels.append(_channel("base_model", settings.base_model_uri))  # train.py reads SM_CHANNEL_BASE_MODEL
@@ -347,12 +357,16 @@ class TrainingScheduler:
 
 
 def training_event_pattern(prefix: str) -> dict[str, Any]:
-    """The EventBridge pattern for the final states of this stack's jobs (infra and local stack)."""
+    """The EventBridge pattern for the final states of this stack's jobs (infra and local stack).
+
+    The name prefix alone would let a stack named "skiff-dev" hear "skiff-dev-2"'s jobs; the
+    ``skiff:stack`` tag every job of this stack carries (and SageMaker's events repeat) is exact."""
     return {
         "source": ["aws.sagemaker"],
         "detail-type": ["SageMaker Training Job State Change"],
         "detail": {
-            "TrainingJobName": [{"prefix": f"{prefix}-"}],
+            "TrainingJobName": [{"prefix": f"{prefix}-ds-"}],
             "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+            "Tags": {STACK_TAG: [prefix]},
         },
     }

@@ -360,7 +360,8 @@ def test_training_rule_matches_only_this_stacks_final_job_states(stack: Deployed
     rule = stack.named("aws:cloudwatch/eventRule:EventRule", "training-job-state")
     pattern = rule.json("eventPattern")
     assert pattern == training_event_pattern("skiff-test")
-    assert pattern["detail"]["TrainingJobName"] == [{"prefix": "skiff-test-"}]
+    assert pattern["detail"]["TrainingJobName"] == [{"prefix": "skiff-test-ds-"}]
+    assert pattern["detail"]["Tags"] == {"skiff:stack": ["skiff-test"]}
 
 
 def test_training_rule_targets_the_completion_function_with_a_dlq(stack: Deployed) -> None:

@@ -28,7 +28,13 @@ def start(prefix: str, dataset_version: str) -> None:
 
 def test_only_this_stacks_jobs_are_listed(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    for prefix, version in (("skiff-dev", "ds-000001"), ("skiff-dev2", "ds-000001"), ("other", "ds-000009")):
+    stacks = (
+        ("skiff-dev", "ds-000001"),
+        ("skiff-dev2", "ds-000001"),
+        ("skiff-dev-2", "ds-000003"),
+        ("other", "ds-000009"),
+    )
+    for prefix, version in stacks:
         start(prefix, version)
     start("skiff-dev", "ds-000002")
     client = StackClient(StackOutputs(API, "data", "artifacts", "table", "skiff-dev", region="eu-west-1"))

@@ -94,3 +94,42 @@ def test_the_request_is_valid_for_botocores_sagemaker_model(instance_type: str) 
     model = botocore.session.get_session().get_service_model("sagemaker")
     job = request(SKIFF_KMS_KEY_ARN=KEY, SKIFF_TRAINING_INSTANCE_TYPE=instance_type, SKIFF_TRAINING_INSTANCE_COUNT="2")
     validate_parameters(job, model.operation_model("CreateTrainingJob").input_shape)  # raises when invalid
+
+
+def test_a_stack_whose_prefix_extends_this_ones_does_not_own_its_jobs() -> None:
+    settings = TrainingJobSettings.from_env(ENV)
+    assert settings.dataset_version_of("skiff-test-ds-000012") == "ds-000012"
+    assert settings.dataset_version_of("skiff-test-2-ds-000001") is None
+    assert settings.dataset_version_of("skiff-test-ds-000001-retry") is None
+
+
+@pytest.mark.parametrize(
+    ("job", "stack", "heard"),
+    [
+        ("skiff-test-ds-000001", "skiff-test", True),
+        ("skiff-test-2-ds-000001", "skiff-test-2", False),  # overlapping prefix, another stack
+        ("skiff-test-ds-000001", None, False),  # an untagged job that merely looks like ours
+    ],
+)
+def test_the_event_rule_hears_only_this_stacks_tagged_jobs(aws: None, job: str, stack: str | None, heard: bool) -> None:
+    import boto3
+
+    from skiff.retrain.launch import training_event_pattern
+
+    detail = {"TrainingJobName": job, "TrainingJobStatus": "Completed", "Tags": {"skiff:stack": stack} if stack else {}}
+    events, sqs = boto3.client("events"), boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="completion")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="training-job-state", EventPattern=json.dumps(training_event_pattern("skiff-test")))
+    events.put_targets(Rule="training-job-state", Targets=[{"Id": "completion", "Arn": queue_arn}])
+    events.put_events(
+        Entries=[
+            {
+                "Source": "aws.sagemaker",
+                "DetailType": "SageMaker Training Job State Change",
+                "Detail": json.dumps(detail),
+            }
+        ]
+    )
+    delivered = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", [])
+    assert bool(delivered) is heard
