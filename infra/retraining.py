@@ -90,7 +90,8 @@ class Retraining(pulumi.ComponentResource):
         logs_arn = f"arn:aws:logs:{args.region}:{args.account_id}:log-group"
         training_logs_retention = [
             statement(["logs:CreateLogGroup", "logs:PutRetentionPolicy"], [f"{logs_arn}:{TRAINING_LOG_GROUP}:*"]),
-            statement(["logs:DescribeLogGroups"], [f"{logs_arn}:*"]),
+            # AWS requires "*" for DescribeLogGroups (no resource-level permissions; parliament checks it).
+            statement(["logs:DescribeLogGroups"], ["*"]),
         ]
         pass_role = statement(
             ["iam:PassRole"],

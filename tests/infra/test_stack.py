@@ -18,6 +18,7 @@ ALLOWED_STAR_ACTIONS = {
     "cloudwatch:PutMetricData",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
+    "logs:DescribeLogGroups",
 }
 
 
