@@ -8,6 +8,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.functions import FunctionPlatform, ProductionFollowers
+from infra.notifications import Notifications
 from infra.policies import REGISTRY_READ_WRITE, statement
 from infra.settings import StackSettings
 
@@ -27,6 +28,7 @@ class ServingArgs:
     platform: FunctionPlatform
     artifacts_bucket: aws.s3.Bucket
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
+    notifications: Notifications | None = None  # promotions and rollbacks by hand are told to it
 
 
 class Serving(pulumi.ComponentResource):
@@ -76,11 +78,16 @@ class Serving(pulumi.ComponentResource):
         self.registry_api = args.platform.function(
             name,
             "registry_api",
-            {**common, **args.followers.environment},
+            {
+                **common,
+                **args.followers.environment,
+                **(args.notifications.environment if args.notifications else {}),
+            },
             [
                 statement([*REGISTRY_READ_WRITE, "dynamodb:DeleteItem"], [table.arn]),
                 statement(["kms:Decrypt", "kms:GenerateDataKey"], [key.arn]),
                 *args.followers.statements,
+                *(args.notifications.statements if args.notifications else []),
             ],
             child,
         )

@@ -109,7 +109,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
     )
     serving = Serving(
         "serving",
-        ServingArgs(s, platform, storage.artifacts_bucket, followers),
+        ServingArgs(s, platform, storage.artifacts_bucket, followers, notifications),
     )
     monitoring = Monitoring(
         "monitoring",

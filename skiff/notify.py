@@ -24,8 +24,10 @@ from skiff.aws import LazyClient
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("rolled-back", "training-failed", "candidate-rejected", "candidate-promoted", "endpoint-failed")
-"""What is notified (dead-letter queues filling up reach the topic through their alarms)."""
+EVENTS = ("rolled-back", "promoted", "training-failed", "candidate-rejected", "candidate-promoted", "endpoint-failed")
+"""What is notified: production moved (by an alarm, by hand, by the gate), a job failed, the
+gate said no, the GPU endpoint did not follow (dead-letter queues filling up reach the topic
+through their alarms)."""
 
 MAX_SUBJECT = 99
 """SNS refuses a subject of 100 characters or more, or with line breaks or non-ASCII."""

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skiff import settings
 from skiff.aws import client
 from skiff.errors import RequestError
+from skiff.notify import Notifier, notifier_from_env
 from skiff.registry.table import REASON_PATTERN, VERSION_ID, AliasChange, Registry
 from skiff.serve.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
 from skiff.serve.http import ErrorBody, install_error_handlers, normalize_event, parse_json_body, require_json
@@ -65,9 +66,18 @@ def registry() -> Registry:
 
 
 def _apply(change: dict[str, Any]) -> dict[str, Any]:
+    """Runs once per change (a replayed idempotent request does not come here): tell subscribers."""
     if change["operation"] == "promote":
-        return registry().promote(change["version"], change["reason"], actor=change["actor"]).to_dict()
-    return registry().rollback(change["reason"], actor=change["actor"]).to_dict()
+        done = registry().promote(change["version"], change["reason"], actor=change["actor"])
+    else:
+        done = registry().rollback(change["reason"], actor=change["actor"])
+    notifier().send(done.notice())
+    return done.to_dict()
+
+
+@cache
+def notifier() -> Notifier:
+    return notifier_from_env()
 
 
 def change_production(change: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:

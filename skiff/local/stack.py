@@ -274,6 +274,7 @@ class LocalStack:
         upload_trigger.scheduler.cache_clear()
         training_events.completion.cache_clear()
         training_events.notifier.cache_clear()
+        registry_api.notifier.cache_clear()
 
     def _provision(self) -> None:
         names = self.config.names

@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from skiff import dynamo
 from skiff.aws import LazyClient, client
 from skiff.errors import ConflictError, NotFoundError, RegistryError
+from skiff.notify import Notice
 
 CANDIDATE, PRODUCTION, RETIRED, REJECTED, FAILED = "candidate", "production", "retired", "rejected", "failed"
 STATUSES = (CANDIDATE, PRODUCTION, RETIRED, REJECTED, FAILED)
@@ -103,6 +104,15 @@ class AliasChange:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def notice(self) -> Notice:
+        """What subscribers hear about a change made by hand (through the registry API)."""
+        what = (
+            f"production rolled back to {self.version} by {self.actor}"
+            if self.action == "rollback"
+            else f"{self.version} promoted to production by {self.actor}"
+        )
+        return Notice("rolled-back" if self.action == "rollback" else "promoted", what, self.to_dict())
 
 
 class Registry:

@@ -8,6 +8,7 @@ import pytest
 
 from functions.registry_api import handler
 from skiff.registry.table import RETIRED
+from tests.aws_fixtures import Subscriber
 from tests.events import http_event
 from tests.functions.conftest import Stack
 from tests.functions.test_inference import Context
@@ -18,6 +19,7 @@ ADMIN = "arn:aws:sts::123456789012:assumed-role/Admin/alice"
 @pytest.fixture(autouse=True)
 def fresh_container() -> None:
     handler.registry.cache_clear()
+    handler.notifier.cache_clear()
     handler._idempotent_change = None
 
 
@@ -134,6 +136,31 @@ def test_rollback_returns_to_the_previous_version(stack: Stack, versions: list[s
     status, change = call("POST", "/rollback", {"reason": "error rate alarm"})
     assert (status, change["version"], change["previous_version"]) == (200, versions[0], versions[1])
     assert stack.registry.get(versions[1]).status == RETIRED
+
+
+def test_a_rollback_by_hand_is_notified_with_who_and_why(
+    stack: Stack, versions: list[str], subscriber: Subscriber
+) -> None:
+    call("POST", f"/models/{versions[0]}/promote", {"reason": "one"})
+    call("POST", f"/models/{versions[1]}/promote", {"reason": "two"})
+    call("POST", "/rollback", {"reason": "error rate alarm"})
+    events = [(n["Message"]["event"], n["Message"]["version"]) for n in subscriber.received()]
+    assert events == [("promoted", versions[0]), ("promoted", versions[1]), ("rolled-back", versions[0])]
+
+
+def test_a_replayed_rollback_is_notified_once(stack: Stack, versions: list[str], subscriber: Subscriber) -> None:
+    for version in versions[:2]:
+        call("POST", f"/models/{version}/promote", {"reason": "up"})
+    subscriber.received()
+    for _ in range(2):
+        call("POST", "/rollback", {"reason": "alarm"}, idempotency_key="rollback-0002")
+    (notice,) = subscriber.received()
+    assert notice["Message"]["actor"] == ADMIN and notice["Message"]["reason"] == "alarm"
+    subject = notice["Subject"]  # cut to fit SNS's 100 characters; the message has it all
+    assert (
+        subject.startswith(f"[skiff-test] production rolled back to {versions[0]} by arn:aws:sts")
+        and len(subject) < 100
+    )
 
 
 def test_rollback_with_nothing_to_return_to_is_409(versions: list[str]) -> None:

@@ -720,8 +720,8 @@ def test_every_alarm_is_told_to_the_topic(stack: Deployed) -> None:
     assert all(a.inputs["alarmActions"] == [topic_arn] for a in alarms)
 
 
-@pytest.mark.parametrize("short", ["training-events", "alarm-rollback"])
-def test_functions_that_act_on_their_own_may_notify(stack: Deployed, short: str) -> None:
+@pytest.mark.parametrize("short", ["training-events", "alarm-rollback", "registry-api"])
+def test_functions_that_move_production_or_judge_candidates_may_notify(stack: Deployed, short: str) -> None:
     topic_arn = stack.one("aws:sns/topic:Topic").outputs["arn"]
     assert env(stack, short)["SKIFF_NOTIFICATIONS_TOPIC_ARN"] == topic_arn
     assert env(stack, short)["SKIFF_STACK"] == "skiff-test"

@@ -76,17 +76,24 @@ def serve(container: Path, base: Path, *bodies: str) -> tuple[list[dict], str]:
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")], run.stderr
 
 
-def test_endpoint_toolkit_installs_the_code_offline_loads_the_model_and_answers(
-    inference_image: Path, model_folder: Path
+TEXTS = ["my parcel is late", "refund my invoice", "I cannot log in to my account", "ok"]
+
+
+def test_endpoint_toolkit_installs_the_code_offline_loads_the_model_and_answers_as_the_lambda_does(
+    inference_image: Path, model_folder: Path, small_artifact: Path
 ) -> None:
-    (answer,), _ = serve(
-        inference_image, model_folder, json.dumps({"texts": ["my parcel is late", "refund my invoice"]})
-    )
+    from skiff.model.artifact import load_artifact
+    from skiff.model.predictor import Predictor
+
+    (answer,), _ = serve(inference_image, model_folder, json.dumps({"texts": TEXTS}))
     assert (answer["status"], answer["content_type"]) == (200, "application/json")
     body = json.loads(answer["body"])
     assert body["model_version"] == "v-endpoint-test"
-    assert [p["label"] for p in body["predictions"]] == ["delivery", "billing"]
-    assert all(abs(sum(p["scores"].values()) - 1) < 1e-3 for p in body["predictions"])
+    lambda_answers = Predictor(load_artifact(small_artifact)).predict(TEXTS)  # what the inference function runs
+    assert [p["label"] for p in body["predictions"]] == [p.label for p in lambda_answers]
+    assert [p["label"] for p in body["predictions"]][:2] == ["delivery", "billing"]
+    for served, expected in zip(body["predictions"], lambda_answers, strict=True):
+        assert served["scores"] == pytest.approx(expected.scores, abs=1e-6)
 
 
 def test_endpoint_toolkit_answers_a_malformed_request_with_a_client_error(
