@@ -793,3 +793,13 @@ def test_the_dashboard_watches_every_dead_letter_queue_and_every_alarm(stack: De
     assert queues == {q.outputs["name"] for q in stack.of_type("aws:sqs/queue:Queue") if q.name.endswith("dlq")}
     alarms = {a.outputs["arn"] for a in stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
     assert set(widgets[6]["properties"]["alarms"]) == alarms
+
+
+def test_the_inference_function_reserves_no_concurrency_by_default(stack: Deployed) -> None:
+    assert function(stack, "inference").inputs.get("reservedConcurrentExecutions") is None
+
+
+def test_the_inference_function_reserves_the_configured_concurrency(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, reserved_concurrency=50)
+    assert function(stack, "inference").inputs["reservedConcurrentExecutions"] == 50
+    assert function(stack, "registry-api").inputs.get("reservedConcurrentExecutions") is None
