@@ -12,7 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -119,9 +119,18 @@ def predict(request: PredictRequest) -> PredictResponse:
     for prediction in answer["predictions"]:
         metrics.add_metric(name=f"Predicted_{prediction['label']}", unit=MetricUnit.Count, value=1)
     logger.append_keys(model_version=answer["model_version"])
-    # Per version, so the dashboard can set a new version's latency beside the previous one's.
-    metrics.add_dimension(name="model_version", value=answer["model_version"])
+    record_latency_of_version(answer["model_version"], (time.perf_counter() - began) * 1000)
     return PredictResponse.model_validate(answer)
+
+
+def record_latency_of_version(version: str, milliseconds: float) -> None:
+    """PredictLatency per model version, so the dashboard can set a new version's latency beside
+    the previous one's. Its own short-lived EMF record: the function's other metrics (the
+    unloadable alarm's among them) keep their service-only dimensions."""
+    per_version = EphemeralMetrics(namespace="Skiff", service="inference")
+    per_version.add_dimension(name="model_version", value=version)
+    per_version.add_metric(name="PredictLatency", unit=MetricUnit.Milliseconds, value=milliseconds)
+    per_version.flush_metrics()
 
 
 app.use(middlewares=[require_json])

@@ -285,3 +285,18 @@ def test_model_switch_under_a_request_loop_fails_no_request(stack: Stack, servin
     assert all(status == 200 for status, _ in answers)
     assert {version for _, version in answers} == {serving, newer}
     assert answers[-1][1] == newer
+
+
+def test_latency_is_recorded_per_model_version_apart_from_the_other_metrics(
+    stack: Stack, small_artifact: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    version = stack.publish(small_artifact)
+    stack.registry.promote(version, "test")
+    capsys.readouterr()
+    predict({"text": "my parcel is late"})
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    by_schema = {tuple(r["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]): r for r in records}
+    assert by_schema[("model_version", "service")]["model_version"] == version
+    assert "PredictLatency" in by_schema[("model_version", "service")]
+    assert "model_version" not in by_schema[("service",)]  # error metrics, the alarm's among them, stay per service

@@ -481,6 +481,8 @@ def test_inference_function_reads_only_models_and_the_registry(stack: Deployed) 
         "dynamodb:Query",
         "kms:Decrypt",
         "s3:GetObject",
+        "xray:PutTraceSegments",  # its traces
+        "xray:PutTelemetryRecords",
     }
 
 

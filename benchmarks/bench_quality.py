@@ -1,0 +1,161 @@
+"""Model quality beside the baselines a new user would try first, and robustness, in one run.
+
+    .venv/bin/python benchmarks/bench_quality.py [--out benchmarks/results/quality.json]
+
+Peers (scikit-learn, benchmark-only): TF-IDF over word 1-2-grams and char_wb 2-5-grams, then
+LinearSVC or LogisticRegression, C chosen by 5-fold cross-validation on train.csv only. Skiff:
+the bag family with its default hyperparameters, int8 as served. Every contender is scored on
+sms-spam test.csv: accuracy, spam F1, training seconds, model size, batch-1 latency (1 thread),
+and the CV accuracy on train beside the test figure (Skiff's CV is its own eval split).
+
+Robustness: the same test set perturbed five ways (one random typo per text, a neutral
+sentence appended, UPPER case, lower case, curly quotes and accents); the table is the drop in
+accuracy points per contender.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import SMS, latency_us, machine  # noqa: E402
+
+NEUTRAL = " I read this on Monday."
+SEED = 13
+
+
+def perturbations() -> dict[str, Callable[[str], str]]:
+    rng = random.Random(SEED)
+
+    def typo(text: str) -> str:
+        letters = [i for i, ch in enumerate(text) if ch.isalpha()]
+        if not letters:
+            return text
+        i = rng.choice(letters)
+        return text[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz") + text[i + 1 :]
+
+    curly = str.maketrans({"'": "\u2019", '"': "\u201d", "e": "\u00e9", "a": "\u00e0"})
+    return {
+        "one typo": typo,
+        "neutral sentence appended": lambda t: t + NEUTRAL,
+        "UPPER CASE": str.upper,
+        "lower case": str.lower,
+        "curly quotes and accents": lambda t: t.translate(curly),
+    }
+
+
+def scores(labels: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "spam_f1": float(f1_score(labels, predicted, pos_label="spam")),
+    }
+
+
+def sklearn_peer(kind: str, train_texts: list[str], train_labels: list[str]) -> tuple[Any, dict[str, Any]]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import FeatureUnion, Pipeline
+    from sklearn.svm import LinearSVC
+
+    features = FeatureUnion(
+        [
+            ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
+        ]
+    )
+    head = LinearSVC() if kind == "svm" else LogisticRegression(max_iter=2000)
+    grid = {"head__C": [0.3, 1, 3, 10, 30, 100]}
+    search = GridSearchCV(Pipeline([("features", features), ("head", head)]), grid, cv=5, n_jobs=1)
+    began = time.perf_counter()
+    search.fit(train_texts, train_labels)
+    seconds = time.perf_counter() - began
+    return search.best_estimator_, {
+        "train_seconds_with_cv": seconds,
+        "best_C": search.best_params_["head__C"],
+        "cv_accuracy": float(search.best_score_),
+        "size_bytes": len(pickle.dumps(search.best_estimator_)),
+    }
+
+
+def skiff_bag(workdir: Path) -> tuple[Any, dict[str, Any]]:
+    import torch
+
+    from skiff.data.dataset import read_csv, split_dataset
+    from skiff.model.artifact import MODEL_INT8
+    from skiff.model.hyperparameters import Hyperparameters
+    from skiff.model.predictor import Predictor
+    from training.pipeline import TrainingData, build_artifact
+
+    hp = Hyperparameters()
+    model_dir = workdir / "bag"
+    # Eval split from train only (hashed): the test set stays unseen, as for the peers.
+    train, held_out = split_dataset(read_csv(SMS / "train.csv"), hp.eval_fraction)
+    began = time.perf_counter()
+    metrics = build_artifact(TrainingData(train, held_out, "hashed-split"), hp, model_dir, device=torch.device("cpu"))
+    seconds = time.perf_counter() - began
+    predictor = Predictor.from_directory(model_dir, threads=1)
+    size = metrics["sizes"][MODEL_INT8]
+    return predictor, {
+        "train_seconds": seconds,
+        "held_out_accuracy": metrics["eval"]["int8"]["accuracy"],  # beside the peers' CV figure
+        "size_bytes": size,
+        "parity": metrics["parity"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "quality.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    from skiff.data.dataset import read_csv
+
+    train, test = read_csv(SMS / "train.csv"), read_csv(SMS / "test.csv")
+    train_texts, train_labels = [e.text for e in train.examples], [e.label for e in train.examples]
+    test_texts, test_labels = [e.text for e in test.examples], [e.label for e in test.examples]
+
+    contenders: dict[str, Callable[[list[str]], list[str]]] = {}
+    details: dict[str, dict[str, Any]] = {}
+    for kind, name in (("svm", "TF-IDF + LinearSVC"), ("logreg", "TF-IDF + LogisticRegression")):
+        model, info = sklearn_peer(kind, train_texts, train_labels)
+        contenders[name] = lambda texts, m=model: list(m.predict(texts))
+        info["batch1_latency_us"] = latency_us(lambda m=model: m.predict([test_texts[0]]), repeats=300)
+        details[name] = info
+    with tempfile.TemporaryDirectory() as scratch:
+        predictor, info = skiff_bag(Path(scratch))
+        contenders["Skiff bag (default), int8"] = lambda texts: [p.label for p in predictor.predict(texts)]
+        info["batch1_latency_us"] = latency_us(lambda: predictor.predict([test_texts[0]]), repeats=300)
+        details["Skiff bag (default), int8"] = info
+
+        results: dict[str, Any] = {}
+        variants = perturbations()
+        for name, predict in contenders.items():
+            clean = scores(test_labels, predict(test_texts))
+            robustness = {}
+            for label, perturb in variants.items():
+                perturbed = scores(test_labels, predict([perturb(t) for t in test_texts]))
+                robustness[label] = round((clean["accuracy"] - perturbed["accuracy"]) * 100, 2)
+            results[name] = {**clean, **details[name], "accuracy_drop_points": robustness}
+
+    report = {"machine": machine(), "command": "python benchmarks/bench_quality.py", "results": results}
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
