@@ -143,8 +143,10 @@ def build_layer(
         raise ConfigError(f"architecture should be one of {sorted(PLATFORMS)} (got: {architecture!r})")
     archive = out_dir / f"layer-{architecture}.zip"
     stamp = out_dir / f"layer-{architecture}.inputs.json"
+    pins = layer_pins(requirements, without_dependencies, architecture)
     inputs = {
         "requirements": list(requirements),
+        "pins": pins,
         "without_dependencies": list(without_dependencies),
         "platforms": list(PLATFORMS[architecture]),
         "python": LAMBDA_PYTHON,
@@ -172,18 +174,40 @@ def build_layer(
         "--only-binary=:all:",
         *[f"--platform={p}" for p in PLATFORMS[architecture]],
     ]
+    staging.mkdir(parents=True, exist_ok=True)
+    constraints = staging / "constraints.txt"
+    constraints.write_text("".join(pin + "\n" for pin in pins), encoding="utf-8")
     for extra, packages in (([], requirements), (["--no-deps"], without_dependencies)):
         if not packages:
             continue
-        result = subprocess.run([*command, *extra, *packages], capture_output=True, text=True)
+        result = subprocess.run([*command, *extra, "-c", str(constraints), *packages], capture_output=True, text=True)
         if result.returncode != 0:
             raise SkiffError(
                 f"expected pip to install the layer for {architecture} (got: {result.stderr.strip()[-800:]})"
             )
+    constraints.unlink()
     prune(target)
     size = _zip(staging, archive)
     stamp.write_text(json.dumps({"inputs": inputs, "size": asdict(size)}))
     return size
+
+
+def layer_pins(requirements: Sequence[str], without_dependencies: Sequence[str], architecture: str) -> list[str]:
+    """``name==version`` for every package the layer installs, at this environment's versions:
+    the ones the tests ran with (a range resolved at deploy time could land on a broken release)."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    from skiff.packaging.lock import closure, package_key
+
+    machine = {"x86_64": "x86_64", "arm64": "aarch64"}[architecture]
+    names = [Requirement(r).name for r in requirements]
+    pinned = closure(names, Target("lambda", LAMBDA_PYTHON, machine).markers)
+    for requirement in (*requirements, *without_dependencies):  # the image-provided ones (numpy) too
+        name = Requirement(requirement).name
+        pinned.setdefault(package_key(name), version(name))
+    return [f"{name}=={found}" for name, found in sorted(pinned.items())]
 
 
 def build_function(out_dir: Path, name: str) -> PackageSize:

@@ -125,7 +125,7 @@ class Pin:
         return cls(name, version, tuple(o.removeprefix("--hash=") for o in options))
 
 
-def _key(name: str) -> str:
+def package_key(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
@@ -136,7 +136,7 @@ def closure(needs: Iterable[str], environment: Mapping[str, str] = IMAGE.markers
     pinned: dict[str, str] = {}
     pending = list(needs)
     while pending:
-        name = _key(pending.pop())
+        name = package_key(pending.pop())
         if name in pinned or name in IMAGE_PROVIDES:
             continue
         try:
@@ -174,10 +174,10 @@ def wheels_for(pins: Sequence[Pin], target: Target, cache: Path = WHEEL_CACHE) -
         for path in sorted(folder.glob("*.whl")):
             if target.supports(path.name):
                 name, version, _, _ = parse_wheel_filename(path.name)
-                found[f"{_key(name)}=={version}"] = path
+                found[f"{package_key(name)}=={version}"] = path
         return found
 
-    wanted = {_key(p.name): p for p in pins}
+    wanted = {package_key(p.name): p for p in pins}
     have = cached()
     missing = [
         p

@@ -114,3 +114,14 @@ def test_built_x86_64_bundle_serves_on_lambdas_python(tmp_path: Path, small_arti
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "delivery"
     assert report.layer.unzipped_bytes + report.functions["inference"].unzipped_bytes <= 150 * 1024 * 1024
+
+
+def test_the_layer_installs_exactly_the_versions_the_tests_ran_with() -> None:
+    from importlib.metadata import version
+
+    from skiff.packaging.bundle import LAYER_REQUIREMENTS, LAYER_WITHOUT_DEPENDENCIES, layer_pins
+
+    pins = dict(p.split("==") for p in layer_pins(LAYER_REQUIREMENTS, LAYER_WITHOUT_DEPENDENCIES, "arm64"))
+    for name in ("onnxruntime", "numpy", "aws-lambda-powertools", "pydantic", "pydantic-core", "tokenizers", "wrapt"):
+        assert pins[name] == version(name), name
+    assert "botocore" not in pins and "torch" not in pins  # the runtime's own; never the layer's
