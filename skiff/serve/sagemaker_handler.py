@@ -1,8 +1,10 @@
 """The GPU endpoint's handler functions, as the SageMaker inference toolkit calls them.
 
-SageMaker unpacks the version's model.tar.gz into ``model_dir`` and imports ``serve.py``
-(which re-exports these). The model is the same verified int8 artifact the Lambda serves,
-run by onnxruntime on the GPU when CUDA is there; the request and answer match POST /predict.
+SageMaker downloads the version's folder (the artifact plus ``code/``) as ``model_dir``; the
+toolkit installs ``code/requirements.txt`` from the wheels beside it and imports
+``code/inference.py``, which re-exports these. The model is the same verified int8 artifact
+the Lambda serves, run by onnxruntime on the GPU when CUDA is there; the request and answer
+match POST /predict, and a bad request is the toolkit's own 4xx error.
 """
 
 from __future__ import annotations
