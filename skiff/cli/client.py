@@ -184,9 +184,9 @@ class StackClient:
         report_key = f"{REJECTIONS}{upload['key'][len(INCOMING) :]}.json"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            head = catalog.head()
-            if head is not None and catalog.has_part(upload["sha256"]):
-                return {"status": "accepted", "dataset_version": head.version, "rows": head.rows}
+            version = catalog.first_version_with(upload["sha256"])
+            if version is not None:
+                return {"status": "accepted", "dataset_version": version.version, "rows": version.rows}
             try:
                 report = json.loads(s3.get_object(Bucket=self.outputs.data_bucket, Key=report_key)["Body"].read())
                 return {"status": "rejected", **report}

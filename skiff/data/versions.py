@@ -139,9 +139,15 @@ class DatasetCatalog:
             )
         return DatasetVersion.from_item(item)
 
-    def has_part(self, sha256: str) -> bool:
-        """Whether any version holds a part with these bytes (one read, at any dataset size)."""
-        return dynamo.get(self.dynamodb, self.table, "DATASET", f"PARTHASH#{sha256}") is not None
+    def first_version_with(self, sha256: str) -> DatasetVersion | None:
+        """The version that added a part with these bytes (every later one holds it too), or None.
+
+        Read from the part hash's own marker, which the adding transaction wrote with that
+        version: reading the head and then asking whether the part exists would race a
+        concurrent upload and name a version from before the part.
+        """
+        marker = dynamo.get(self.dynamodb, self.table, "DATASET", f"PARTHASH#{sha256}")
+        return self.get(version_name(int(marker["revision"]))) if marker else None
 
     def parts(self, version: str, rebuild: bool = True) -> list[dict[str, Any]]:
         """The version's parts, oldest first, from its manifest in S3 (written first if missing)."""
@@ -192,10 +198,10 @@ class DatasetCatalog:
                     "the function needs s3:GetObject on incoming/* and s3:ListBucket on the bucket"
                 ) from exc
             raise
-        head = self.head()
-        if head is not None and self.has_part(summary.sha256):
+        earlier = self.first_version_with(summary.sha256)
+        if earlier is not None:
             self.s3.delete_object(Bucket=self.bucket, Key=key)
-            return UploadOutcome(key, "duplicate", head.version, head.revision)
+            return UploadOutcome(key, "duplicate", earlier.version, earlier.revision)
         part_key = f"{PARTS}{summary.sha256}.csv"
         try:
             self._copy(key, part_key)
@@ -297,9 +303,10 @@ class DatasetCatalog:
         (guarded: a second copy of the same bytes cancels the transaction).
         """
         for attempt in range(MAX_ATTEMPTS):
+            earlier = self.first_version_with(part["sha256"])
+            if earlier is not None:
+                return earlier, False
             head = self.head()
-            if head is not None and self.has_part(part["sha256"]):
-                return head, False
             revision = (head.revision if head else 0) + 1
             labels: Counter[str] = Counter(head.label_counts if head else {})
             labels.update(part["label_counts"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from botocore.stub import Stubber
 
 from skiff import dynamo
+from skiff.cli.client import StackClient, StackOutputs
 from skiff.data.versions import INCOMING, PARTS, VERSIONS, DatasetCatalog, DatasetVersion, version_name
 from skiff.errors import ConfigError
 from skiff.registry.table import create_table
@@ -98,6 +100,24 @@ def test_bytes_seen_in_any_earlier_version_make_no_new_version(catalog: DatasetC
     catalog.accept_upload(_upload(catalog, "a.csv", "see you at lunch"))
     again = catalog.accept_upload(_upload(catalog, "copy-of-a.csv", "see you at lunch"))
     assert (again.status, again.dataset_version) == ("duplicate", "ds-000001")
+
+
+def test_a_duplicate_names_the_version_that_added_its_bytes_not_the_head(catalog: DatasetCatalog) -> None:
+    catalog.accept_upload(_upload(catalog, "a.csv", "see you at lunch"))
+    catalog.accept_upload(_upload(catalog, "b.csv", "call me later"))
+    again = catalog.accept_upload(_upload(catalog, "copy-of-a.csv", "see you at lunch"))
+    assert (again.status, again.dataset_version, again.revision) == ("duplicate", "ds-000001", 1)
+
+
+def test_an_upload_outcome_names_its_own_version_after_a_later_upload_landed(catalog: DatasetCatalog) -> None:
+    # What a client polling right after its upload may see: another upload was accepted between
+    # its reads. The head is ds-000002 by then; the upload's own version is still ds-000001.
+    catalog.accept_upload(_upload(catalog, "a.csv", "see you at lunch"))
+    catalog.accept_upload(_upload(catalog, "b.csv", "call me later"))
+    content = b"text,label\nsee you at lunch,ham\nwin cash now,spam\n"
+    client = StackClient(StackOutputs("http://127.0.0.1:1", BUCKET, "artifacts", TABLE, "skiff-local"))
+    upload = {"key": f"{INCOMING}a.csv", "sha256": hashlib.sha256(content).hexdigest()}
+    assert client.upload_outcome(upload, timeout=5) == {"status": "accepted", "dataset_version": "ds-000001", "rows": 2}
 
 
 def test_each_version_lists_the_previous_parts_plus_its_own(catalog: DatasetCatalog) -> None:
