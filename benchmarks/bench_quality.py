@@ -108,7 +108,7 @@ def skiff_bag(workdir: Path) -> tuple[Any, dict[str, Any]]:
     metrics = build_artifact(TrainingData(train, held_out, "hashed-split"), hp, model_dir, device=torch.device("cpu"))
     seconds = time.perf_counter() - began
     predictor = Predictor.from_directory(model_dir, threads=1)
-    size = metrics["sizes"][MODEL_INT8]
+    size = metrics["sizes"].get("served", metrics["sizes"][MODEL_INT8])  # int8 model + featurizer files
     return predictor, {
         "train_seconds": seconds,
         "held_out_accuracy": metrics["eval"]["int8"]["accuracy"],  # beside the peers' CV figure

@@ -21,7 +21,8 @@ from skiff.errors import DatasetError, ParityError, Problem
 from skiff.model import artifact
 from skiff.model.hyperparameters import Hyperparameters
 from skiff.model.metrics import classification_report, majority_baseline_accuracy
-from training.export import export_onnx, onnx_probabilities, parity, quantize_int8
+from skiff.model.predictor import MAX_BATCH_TEXTS
+from training.export import batch1_latency_ms, export_onnx, onnx_probabilities, parity, quantize_int8
 from training.families import LabelledTexts
 from training.loop import EpochRecord, fit
 from training.report import write_report
@@ -82,16 +83,24 @@ def build_artifact(
     )
     if not result.is_writer:
         return {}  # DDP: ranks other than 0 only help train; rank 0 exports and writes
-    featurizer = family.featurizer
-    export_onnx(family.exportable(result.model), fp32_path, featurizer.encode(data.evaluation.texts[:2]))
+    shipped = family.ship(result.model)
+    featurizer = shipped.featurizer
+    export_onnx(shipped.exportable, fp32_path, featurizer.encode(data.evaluation.texts[:2]))
     quantize_int8(fp32_path, int8_path, family.quantization)
     fp32_scores = onnx_probabilities(fp32_path, featurizer, data.evaluation.texts)
-    int8_scores = onnx_probabilities(int8_path, featurizer, data.evaluation.texts)
-    parity_report = {**parity(fp32_scores, int8_scores, eval_y), "min_label_agreement": hp.min_parity_agreement}
+    # Serving runs the int8 model on one text and on up to MAX_BATCH_TEXTS at once; both must agree with fp32.
+    int8_by_batch = {
+        batch: onnx_probabilities(int8_path, featurizer, data.evaluation.texts, batch_size=batch)
+        for batch in (1, MAX_BATCH_TEXTS)
+    }
+    int8_scores = int8_by_batch[MAX_BATCH_TEXTS]
+    parity_report = {**parity(fp32_scores, int8_by_batch, eval_y), "min_label_agreement": hp.min_parity_agreement}
     parity_report["passed"] = parity_report["label_agreement"] >= hp.min_parity_agreement
 
     int8_report = classification_report(eval_y, int8_scores.argmax(1), labels)
     sizes = {artifact.MODEL_FP32: fp32_path.stat().st_size, artifact.MODEL_INT8: int8_path.stat().st_size}
+    # What a Lambda downloads and holds: the int8 model and the files its featurizer reads.
+    sizes["served"] = sizes[artifact.MODEL_INT8] + sum((model_dir / f).stat().st_size for f in shipped.featurizer_files)
     metrics: dict[str, Any] = {
         "model_family": hp.model_family,
         "eval": {
@@ -103,6 +112,8 @@ def build_artifact(
         },
         "parity": parity_report,
         "quantization": family.quantization.to_dict(),
+        "compression": shipped.compression,
+        "latency": batch1_latency_ms(int8_path, featurizer, data.evaluation.texts),
         "sizes": {**sizes, "int8_over_fp32": sizes[artifact.MODEL_INT8] / sizes[artifact.MODEL_FP32]},
         "training": {
             "rows": len(data.train),
@@ -144,7 +155,7 @@ def build_artifact(
         {
             "model_family": hp.model_family,
             "serving_model": artifact.MODEL_INT8,
-            "featurizer_files": list(family.featurizer_files),
+            "featurizer_files": list(shipped.featurizer_files),
             "hyperparameters": hp.to_dict(),
             "dataset": {
                 "fingerprint": fingerprint,

@@ -36,6 +36,20 @@ def metrics_table(metrics: dict[str, Any], title: str = "evaluation") -> Table:
         "",
         "",
     )
+    if "served" in sizes:
+        table.add_row("served files (MB)", f"{sizes['served'] / 1e6:.2f}", "", "", "")
+    compression = metrics.get("compression") or {}
+    if compression.get("method") == "bag-table-rows":
+        table.add_row(
+            "table rows kept / trained",
+            f"{compression['kept_rows']:,}",
+            f"{compression['trained_rows']:,}",
+            f"of {compression['table_rows']:,}",
+            "",
+        )
+    latency = (metrics.get("latency") or {}).get("batch1_p50_ms")
+    if latency is not None:
+        table.add_row("batch-1 p50 (ms, 1 thread)", f"{latency:.3f}", "", "", "")
     training = metrics["training"]
     table.add_row("train seconds", f"{training['seconds']:.1f}", f"{training['samples_per_second']:.0f}/s", "", "")
     return table
@@ -55,11 +69,10 @@ def answers_table(answers: Sequence[dict[str, Any]], version: str | None = None)
 
 def models_table(models: Sequence[dict[str, Any]]) -> Table:
     table = Table(title="model versions (newest first)")
-    for column in ("version", "status", "accuracy", "macro-F1", "dataset", "why"):
+    numbers = ("accuracy", "macro-F1", "MB", "p50 ms")
+    for column in ("version", "status", *numbers, "dataset", "why"):
         table.add_column(
-            column,
-            justify="right" if column in ("accuracy", "macro-F1") else "left",
-            no_wrap=column in ("version", "status"),
+            column, justify="right" if column in numbers else "left", no_wrap=column in ("version", "status")
         )
     styles = {"production": "bold green", "rejected": "red", "failed": "red"}
     for model in models:
@@ -71,6 +84,8 @@ def models_table(models: Sequence[dict[str, Any]]) -> Table:
             else model["status"],
             f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "",
             f"{metrics['macro_f1']:.4f}" if "macro_f1" in metrics else "",
+            f"{metrics['served_bytes'] / 1e6:.1f}" if metrics.get("served_bytes") else "",
+            f"{metrics['batch1_p50_ms']:.2f}" if metrics.get("batch1_p50_ms") else "",
             model["lineage"].get("dataset_version", ""),
             _why(model),
         )

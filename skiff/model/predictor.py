@@ -16,6 +16,10 @@ from skiff.model.features import Featurizer, featurizer_from_spec
 OUTPUT_NAME = "probabilities"
 """Every exported model answers per-label probabilities under this output name."""
 
+MAX_BATCH_TEXTS = 64
+"""The most texts one /predict request carries by default (SKIFF_MAX_TEXTS); the training job
+checks its int8 model at batch 1 and at this batch size."""
+
 
 @dataclass(frozen=True)
 class Prediction:

@@ -67,6 +67,10 @@ def metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "parity_passed": parity["passed"],
         "parity_label_agreement": parity["label_agreement"],
         "int8_bytes": metrics["sizes"]["model.int8.onnx"],
+        # Artifacts from before table pruning have no "served" size: the int8 model was all of it.
+        "served_bytes": metrics["sizes"].get("served", metrics["sizes"]["model.int8.onnx"]),
+        "batch1_p50_ms": (metrics.get("latency") or {}).get("batch1_p50_ms"),
+        "compression": (metrics.get("compression") or {}).get("method"),
     }
 
 

@@ -30,7 +30,7 @@ from skiff.errors import (
     SkiffError,
 )
 from skiff.model.artifact import SERVING_FILES, load_artifact
-from skiff.model.predictor import Predictor
+from skiff.model.predictor import MAX_BATCH_TEXTS, Predictor
 from skiff.registry.artifacts import ArtifactStore
 from skiff.registry.table import Registry
 
@@ -42,7 +42,7 @@ class ServingSettings:
     registry_table: str
     artifacts_bucket: str
     alias_ttl_seconds: float = 5.0
-    max_texts: int = 64
+    max_texts: int = MAX_BATCH_TEXTS
     max_text_chars: int = 5000
     model_cache_dir: Path = Path("/tmp/skiff-models")
     threads: int | None = None
@@ -56,7 +56,7 @@ class ServingSettings:
             registry_table=env.require("SKIFF_REGISTRY_TABLE", e),
             artifacts_bucket=env.require("SKIFF_ARTIFACTS_BUCKET", e),
             alias_ttl_seconds=env.number("SKIFF_ALIAS_TTL_SECONDS", 5.0, e),
-            max_texts=env.integer("SKIFF_MAX_TEXTS", 64, e, minimum=1),
+            max_texts=env.integer("SKIFF_MAX_TEXTS", MAX_BATCH_TEXTS, e, minimum=1),
             max_text_chars=env.integer("SKIFF_MAX_TEXT_CHARS", 5000, e, minimum=1),
             model_cache_dir=Path(e.get("SKIFF_MODEL_CACHE_DIR") or "/tmp/skiff-models"),
             threads=threads or None,

@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from functions.inference import handler
+from skiff.model.predictor import Predictor
 from tests.conftest import ROOT
 from tests.events import http_event
 from tests.functions.conftest import BUCKET, Stack
@@ -59,10 +60,13 @@ def test_one_text_gets_label_scores_and_version(serving: str) -> None:
     assert set(prediction["scores"]) == {"account", "billing", "delivery", "technical"}
 
 
-def test_several_texts_are_answered_in_order(serving: str) -> None:
-    status, body, _ = predict({"texts": ["I was charged twice, refund please", "the app crashes on start"]})
+def test_several_texts_are_answered_in_order(serving: str, small_artifact: Path) -> None:
+    texts = ["I was charged twice, refund please", "my parcel never arrived", "I was charged twice, refund please"]
+    one_by_one = [Predictor.from_directory(small_artifact).predict([t])[0].label for t in texts]
+    assert len(set(one_by_one)) == 2  # different answers, so an order mix-up would show
+    status, body, _ = predict({"texts": texts})
     assert status == 200
-    assert [p["label"] for p in body["predictions"]] == ["billing", "technical"]
+    assert [p["label"] for p in body["predictions"]] == one_by_one
 
 
 def test_serving_never_imports_torch(small_artifact: Path) -> None:

@@ -116,8 +116,8 @@ def test_int8_disagreement_fails_the_job_loudly(
 ) -> None:
     real = pipeline.onnx_probabilities
 
-    def int8_flips_every_answer(path: Path, featurizer: object, texts: list[str]) -> np.ndarray:
-        scores = real(path, featurizer, texts)
+    def int8_flips_every_answer(path: Path, featurizer: object, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        scores = real(path, featurizer, texts, batch_size)
         return scores[:, ::-1].copy() if path.name == "model.int8.onnx" else scores
 
     monkeypatch.setattr(pipeline, "onnx_probabilities", int8_flips_every_answer)

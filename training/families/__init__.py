@@ -9,7 +9,8 @@ tokenizer) write them into ``model_dir``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,20 @@ class LabelledTexts:
 
 
 @dataclass(frozen=True)
+class Shipped:
+    """What the artifact holds, decided once training is over."""
+
+    exportable: nn.Module
+    """What the ONNX file holds (inputs -> probabilities)."""
+    featurizer: Featurizer
+    """The featurizer serving runs with this model (a pruned model's remaps its ids)."""
+    featurizer_files: tuple[str, ...] = ()
+    """Files the featurizer reads from the artifact directory (listed in the manifest)."""
+    compression: dict[str, Any] = field(default_factory=dict)
+    """What was removed from the trained model and what it cost, for metrics.json."""
+
+
+@dataclass(frozen=True)
 class Family:
     task: TrainingTask
     featurizer: Featurizer
@@ -40,4 +55,11 @@ class Family:
     featurizer_files: tuple[str, ...] = ()
     """Files the featurizer reads from the artifact directory (listed in the manifest)."""
     quantization: QuantizationSettings = QuantizationSettings()
+    compress: Callable[[nn.Module], Shipped] | None = None
+    """Families that shrink the trained model before export (bag: table pruning) set this."""
 
+    def ship(self, model: nn.Module) -> Shipped:
+        """The trained model as it will be exported and served."""
+        if self.compress is not None:
+            return self.compress(model)
+        return Shipped(self.exportable(model), self.featurizer, self.featurizer_files)

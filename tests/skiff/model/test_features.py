@@ -4,11 +4,20 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from skiff.errors import ConfigError
-from skiff.model.features import PADDING_ID, HashedNgramFeaturizer, HashedNgramSpec, featurizer_from_spec, tokenize
+from skiff.model.features import (
+    PADDING_ID,
+    BucketRemap,
+    HashedNgramFeaturizer,
+    HashedNgramSpec,
+    featurizer_from_spec,
+    tokenize,
+)
 
 TEXTS = ["Free entry! Win £1000 now", "ok see you at 5", "ÉCOLE café naïve ｆｕｌｌｗｉｄｔｈ"]
 
@@ -80,9 +89,56 @@ def test_unknown_family_is_refused_with_the_known_ones_named() -> None:
 
 
 def test_newer_spec_version_is_refused() -> None:
-    spec = {**HashedNgramSpec().to_dict(), "version": 2}
-    with pytest.raises(ConfigError, match=r"version 1 \(got: 2\)"):
+    spec = {**HashedNgramSpec().to_dict(), "version": 3}
+    with pytest.raises(ConfigError, match=r"version 1 or 2 \(got: 3\)"):
         featurizer_from_spec(spec)
+
+
+def test_pruned_remap_is_exact_kept_rows_in_order_others_to_one_zero_row() -> None:
+    remap = BucketRemap(np.array([3, 7, 11], dtype=np.int64), buckets=12)
+    ids = np.array([[7, 3, 11, 5, 12], [1, 0, 0, 0, 0]], dtype=np.int64)
+    assert remap(ids).tolist() == [[2, 1, 3, 4, 4], [4, 0, 0, 0, 0]]
+    assert (remap.rows, remap.unseen_row) == (5, 4)
+
+
+def test_pruned_remap_with_nothing_kept_sends_every_bucket_to_the_zero_row() -> None:
+    assert BucketRemap(np.array([], dtype=np.int64), buckets=8)(np.array([[5, 0]])).tolist() == [[1, 0]]
+
+
+def test_pruned_spec_round_trips_as_version_2_with_its_file(tmp_path: Path) -> None:
+    featurizer = HashedNgramFeaturizer(HashedNgramSpec(buckets=64))
+    remap = BucketRemap(np.array(sorted(set(featurizer.ids(TEXTS[0]))), dtype=np.int64), buckets=64)
+    remap.save(tmp_path / "kept.npy")
+    spec = featurizer.pruned(remap, "kept.npy").to_spec()
+    assert (spec["version"], spec["kept_buckets_file"]) == (2, "kept.npy")
+    rebuilt = featurizer_from_spec(json.loads(json.dumps(spec)), tmp_path)
+    expected = remap(featurizer.encode(TEXTS)["token_ids"])
+    assert (rebuilt.encode(TEXTS)["token_ids"] == expected).all()
+    assert (expected[0] != remap.unseen_row).all() and (expected[1:] == remap.unseen_row).any()
+
+
+def test_unpruned_spec_stays_version_1_without_a_kept_file() -> None:
+    spec = HashedNgramSpec().to_dict()
+    assert spec["version"] == 1 and "kept_buckets_file" not in spec
+
+
+def test_pruned_spec_without_its_file_named_is_refused() -> None:
+    spec = {**HashedNgramSpec().to_dict(), "version": 2}
+    with pytest.raises(ConfigError, match=r"kept_buckets_file exactly in a version 2 .*got: version 2"):
+        featurizer_from_spec(spec)
+
+
+def test_pruned_kept_file_out_of_order_is_refused_with_what_it_holds(tmp_path: Path) -> None:
+    np.save(tmp_path / "kept.npy", np.array([9, 4], dtype=np.uint32))
+    spec = {**HashedNgramSpec(buckets=16).to_dict(), "version": 2, "kept_buckets_file": "kept.npy"}
+    with pytest.raises(ConfigError, match=r"ascending, distinct bucket ids in 1\.\.16 \(got: 2 ids from 4 to 9"):
+        featurizer_from_spec(spec, tmp_path)
+
+
+def test_pruned_kept_file_missing_is_named(tmp_path: Path) -> None:
+    spec = {**HashedNgramSpec().to_dict(), "version": 2, "kept_buckets_file": "kept.npy"}
+    with pytest.raises(ConfigError, match=r"expected the kept buckets file kept.npy .*got: missing"):
+        featurizer_from_spec(spec, tmp_path)
 
 
 def test_invalid_bucket_count_names_the_value() -> None:

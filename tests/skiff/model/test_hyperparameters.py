@@ -97,3 +97,14 @@ def test_bag_jobs_have_neither() -> None:
     request = _job_request("bag")
     assert "base_model" not in [c["ChannelName"] for c in request["InputDataConfig"]]
     assert "sagemaker_torch_distributed_enabled" not in request["HyperParameters"]
+
+
+@pytest.mark.parametrize("raw", ["0", "1.5", "half", "nan"])
+def test_prune_rows_other_than_auto_trained_or_a_share_is_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r'prune_rows should be "auto", "trained" or a share .*\(got: '):
+        Hyperparameters(prune_rows=raw)
+
+
+@pytest.mark.parametrize(("raw", "share"), [("auto", None), ("trained", 1.0), ("0.25", 0.25)])
+def test_prune_rows_names_the_share_of_trained_rows_kept(raw: str, share: float | None) -> None:
+    assert Hyperparameters(prune_rows=raw).prune_share() == share
