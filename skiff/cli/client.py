@@ -198,6 +198,23 @@ class StackClient:
             "check `skiff jobs` and the upload trigger's logs"
         )
 
+    def history(self) -> list[dict[str, Any]]:
+        """Every production alias change the registry API returns, newest first."""
+        return self.production()["history"]
+
+    def _catalog(self) -> Any:
+        from skiff.data.versions import DatasetCatalog
+
+        return DatasetCatalog(self.outputs.registry_table, self.outputs.data_bucket)
+
+    def datasets(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Dataset versions, newest first: rows, label counts, how many uploads each holds."""
+        return [version.to_dict() for version in self._catalog().versions(limit)]
+
+    def rejections(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Rejected uploads, newest first, with the reason and the lines at fault."""
+        return self._catalog().rejections(limit)
+
     def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
         """This stack's newest jobs (by name prefix, not the account's), with status, epoch
         progress (local stack) and, for a failed job, SageMaker's FailureReason."""

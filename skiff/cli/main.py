@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from skiff.cli.tables import answers_table, metrics_table, models_table, rejection_text
+from skiff.cli.tables import (
+    answers_table,
+    datasets_table,
+    history_table,
+    metrics_table,
+    models_table,
+    rejection_text,
+)
 from skiff.errors import SkiffError
 from skiff.model.hyperparameters import Hyperparameters
 
@@ -225,6 +232,37 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    changes = _client(args).history()
+    if args.json:
+        print(json.dumps(changes))
+        return 0
+    out.print(history_table(changes) if changes else "production has never changed: no version has served yet")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    versions = _client(args).datasets(limit=args.limit)
+    if args.json:
+        print(json.dumps(versions))
+        return 0
+    out.print(datasets_table(versions) if versions else "no dataset versions yet: upload data with `skiff upload`")
+    return 0
+
+
+def cmd_rejections(args: argparse.Namespace) -> int:
+    reports = _client(args).rejections(limit=args.limit)
+    if args.json:
+        print(json.dumps(reports))
+        return 0
+    if not reports:
+        out.print("no rejected uploads")
+    for report in reports:
+        out.print(f"[bold]{report['key']}[/] ({report.get('rejected_at', '')})")
+        out.print(rejection_text(report))
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     _report_change(args, _client(args).promote(args.version, args.reason), "promoted")
     return 0
@@ -313,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     stack_command(
         "notifications", "what the stack told its subscribers: gate verdicts, failed jobs, rollbacks (local stack)"
     ).set_defaults(func=cmd_notifications)
+    stack_command("history", "every change of production: when, from which version to which, who, why").set_defaults(
+        func=cmd_history
+    )
+    datasets = stack_command("datasets", "dataset versions: rows, label counts, uploads held")
+    datasets.add_argument("--limit", type=int, default=50)
+    datasets.set_defaults(func=cmd_datasets)
+    rejections = stack_command("rejections", "rejected uploads with the reason and the lines at fault")
+    rejections.add_argument("--limit", type=int, default=50)
+    rejections.set_defaults(func=cmd_rejections)
     promote = stack_command("promote", "make a version serve")
     promote.add_argument("version")
     promote.add_argument("--reason", default="promoted by hand with the skiff CLI")

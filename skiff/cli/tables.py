@@ -103,6 +103,38 @@ def _why(model: dict[str, Any]) -> str:
     return "; ".join(p for p in parts if p)
 
 
+def history_table(changes: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="production changes (newest first)")
+    for column in ("at", "action", "from", "to", "by", "why"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("from", "to"))
+    for change in changes:
+        table.add_row(
+            str(change.get("at", ""))[:19],
+            change["action"],
+            change.get("previous_version") or "—",
+            change["version"],
+            change.get("actor", ""),
+            change.get("reason", ""),
+        )
+    return table
+
+
+def datasets_table(versions: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="dataset versions (newest first)")
+    for column in ("version", "rows", "uploads", "labels", "created"):
+        table.add_column(column, justify="right" if column in ("rows", "uploads") else "left")
+    for version in versions:
+        labels = ", ".join(f"{label} {count:,}" for label, count in version["label_counts"].items())
+        table.add_row(
+            version["dataset_version"],
+            f"{version['rows']:,}",
+            str(version["parts_count"]),
+            labels,
+            str(version["created_at"])[:19],
+        )
+    return table
+
+
 def rejection_text(outcome: dict[str, Any]) -> str:
     problems = "\n".join(
         f"  - line {p['line']}: {p['message']}" if p.get("line") else f"  - {p['message']}" for p in outcome["problems"]

@@ -139,6 +139,28 @@ class DatasetCatalog:
             )
         return DatasetVersion.from_item(item)
 
+    def versions(self, limit: int = 50) -> list[DatasetVersion]:
+        """The newest ``limit`` dataset versions, newest first (their zero-padded names sort)."""
+        response = self.dynamodb.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=dynamo.values(pk="DATASET", prefix="VERSION#"),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [DatasetVersion.from_item(dynamo.from_item(item)) for item in response["Items"]]
+
+    def rejections(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` rejection reports (``rejections/<name>.json``), newest first."""
+        objects = [
+            o
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=REJECTIONS)
+            for o in page.get("Contents", [])
+            if o["Key"].endswith(".json")
+        ]
+        objects.sort(key=lambda o: o["LastModified"], reverse=True)
+        return [{**json.loads(self._read(o["Key"])), "report": o["Key"]} for o in objects[:limit]]
+
     def first_version_with(self, sha256: str) -> DatasetVersion | None:
         """The version that added a part with these bytes (every later one holds it too), or None.
 

@@ -107,6 +107,36 @@ def test_rejected_upload_exits_1_and_lists_the_lines(
     assert "rejected" in out and "line 3: empty text" in out and "quarantine/bad.csv" in out
 
 
+def test_rejections_lists_the_rejected_upload_with_its_lines(
+    stack_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "lines.csv"
+    bad.write_bytes(b"text,label\nfine,ham\n,spam\n")
+    assert run(capsys, "upload", str(bad), "--stack", str(stack_file))[0] == 1
+    code, out, _ = run(capsys, "rejections", "--stack", str(stack_file), "--json")
+    (report,) = [r for r in json.loads(out) if r["key"] == "incoming/lines.csv"]
+    assert code == 0 and [p["line"] for p in report["problems"]] == [3]
+    code, out, _ = run(capsys, "rejections", "--stack", str(stack_file))
+    assert code == 0 and "incoming/lines.csv" in out and "line 3: empty text" in out
+
+
+def test_datasets_and_history_answer_after_the_first_model(
+    stack_file: Path, sms_spam: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from skiff.cli.client import StackClient, StackOutputs
+
+    first = StackClient(StackOutputs.load(str(stack_file))).wait_for_job("ds-000001")  # after the upload test
+    code, out, _ = run(capsys, "datasets", "--stack", str(stack_file), "--json")
+    (dataset,) = json.loads(out)
+    assert code == 0 and (dataset["dataset_version"], dataset["parts_count"]) == ("ds-000001", 1)
+    assert dataset["rows"] == sum(dataset["label_counts"].values()) > 0
+    code, out, _ = run(capsys, "history", "--stack", str(stack_file), "--json")
+    (change,) = json.loads(out)
+    assert code == 0 and (change["version"], change["previous_version"]) == (first["version"], None)
+    code, out, _ = run(capsys, "history", "--stack", str(stack_file))
+    assert code == 0 and first["version"] in out
+
+
 def test_promote_of_an_unknown_version_is_404(stack_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "promote", "v19990101-000000000-0000", "--stack", str(stack_file))
     assert code == 2 and "HTTP 404 not_found" in err

@@ -120,6 +120,29 @@ def test_an_upload_outcome_names_its_own_version_after_a_later_upload_landed(cat
     assert client.upload_outcome(upload, timeout=5) == {"status": "accepted", "dataset_version": "ds-000001", "rows": 2}
 
 
+def test_versions_are_listed_newest_first_with_their_counts(catalog: DatasetCatalog) -> None:
+    for i in range(3):
+        catalog.accept_upload(_upload(catalog, f"{i}.csv", f"message {i}"))
+    listed = catalog.versions(limit=2)
+    assert [(v.version, v.rows, v.parts_count) for v in listed] == [("ds-000003", 6, 3), ("ds-000002", 4, 2)]
+
+
+def test_rejections_list_each_report_with_its_reason_and_lines(catalog: DatasetCatalog) -> None:
+    catalog.s3.put_object(Bucket=BUCKET, Key=f"{INCOMING}bad.csv", Body=b"text,label\nfine,ham\n,spam\n")
+    catalog.accept_upload(f"{INCOMING}bad.csv")
+    (report,) = catalog.rejections()
+    assert (report["key"], report["report"], report["quarantined_as"]) == (
+        f"{INCOMING}bad.csv",
+        "rejections/bad.csv.json",
+        "quarantine/bad.csv",
+    )
+    assert [p["line"] for p in report["problems"]] == [3]
+
+
+def test_no_rejections_is_an_empty_list(catalog: DatasetCatalog) -> None:
+    assert catalog.rejections() == []
+
+
 def test_each_version_lists_the_previous_parts_plus_its_own(catalog: DatasetCatalog) -> None:
     for i in range(3):
         catalog.accept_upload(_upload(catalog, f"{i}.csv", f"message {i}"))
