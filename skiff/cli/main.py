@@ -12,12 +12,19 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from skiff.cli.tables import (
@@ -28,7 +35,7 @@ from skiff.cli.tables import (
     models_table,
     rejection_text,
 )
-from skiff.errors import SkiffError
+from skiff.errors import ConfigError, SkiffError
 from skiff.model.hyperparameters import Hyperparameters
 
 REGION_HELP = "AWS region of a deployed stack (default: the outputs' region, else the API's host name)"
@@ -115,7 +122,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scorer(args: argparse.Namespace) -> Callable[[list[str]], tuple[str | None, list[dict[str, Any]]]]:
+    """texts -> (answering version, answers): the stack's API, or an artifact offline (--model)."""
+    if args.model:
+        from skiff.model.predictor import Predictor
+
+        predictor = Predictor.from_directory(args.model, threads=args.threads)
+        return lambda texts: (None, [{"label": p.label, "scores": p.scores} for p in predictor.predict(texts)])
+    client = _client(args)
+
+    def through_the_api(texts: list[str]) -> tuple[str | None, list[dict[str, Any]]]:
+        answer = client.predict(texts)
+        return answer["model_version"], answer["predictions"]
+
+    return through_the_api
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.file:
+        return _predict_file(args)
+    if not args.texts:
+        raise ConfigError("expected texts to classify, or --file texts.csv --out scored.csv (got: neither)")
     version = None
     if args.model:  # offline: an artifact directory, onnxruntime only
         from skiff.model.predictor import Predictor
@@ -132,6 +159,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps({"model_version": version, "predictions": answers} if version else answers))
     else:
         out.print(answers_table(answers, version))
+    return 0
+
+
+def _predict_file(args: argparse.Namespace) -> int:
+    from skiff.cli.scoring import score_file
+
+    if not args.out:
+        raise ConfigError("expected --out scored.csv with --file (got: no --out)")
+    if args.texts:
+        raise ConfigError(f"expected either texts or --file (got: both, {len(args.texts)} texts and {args.file})")
+    scorer = _scorer(args)
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=args.json) as progress:
+        task = progress.add_task(f"scoring {args.file}", total=None)
+        run = score_file(
+            Path(args.file),
+            Path(args.out),
+            scorer,
+            args.batch_size,
+            lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if args.json:
+        print(json.dumps({**run.to_dict(), "out": args.out}))
+    else:
+        resumed = f" (resumed after {run.rows - run.scored})" if run.rows > run.scored else ""
+        versions = ", ".join(run.versions) or "offline"
+        out.print(
+            f"scored {run.scored} rows{resumed} in {run.seconds:.1f} s ({run.rows_per_second:.0f} rows/s) "
+            f"with {versions} → {args.out}"
+        )
     return 0
 
 
@@ -317,7 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--region", help=REGION_HELP)
     predict.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all CPUs)")
     predict.add_argument("--json", action="store_true")
-    predict.add_argument("texts", nargs="+")
+    predict.add_argument("--file", help="a CSV with a text column: score every row (with --out)")
+    predict.add_argument(
+        "--out", help="where --file's rows go, plus predicted_label, predicted_score, model_version; resumes if present"
+    )
+    predict.add_argument("--batch-size", type=int, default=64, help="texts per request with --file (API max: 64)")
+    predict.add_argument("texts", nargs="*")
     predict.set_defaults(func=cmd_predict)
 
     demo = commands.add_parser("demo", help="the whole loop on the local stack: upload, retrain, serve, roll back")
