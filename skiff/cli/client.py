@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from skiff.aws import client
-from skiff.errors import ConfigError, SkiffError
+from skiff.errors import ConfigError, NotFoundError, SkiffError
 from skiff.retrain.launch import dataset_version_of
 
 REQUIRED_OUTPUTS = ("api_url", "data_bucket", "artifacts_bucket", "registry_table", "job_prefix")
@@ -250,6 +250,42 @@ class StackClient:
                 _job_row(name, prefix, local.get("status", "Unknown"), local, local.get("failure_reason"), created)
             )
         return jobs[:limit]
+
+    def log_lines(self, job_name: str, after: int = 0) -> list[str]:
+        """The job's output from line ``after`` on: the local executor's log file, or the job's
+        CloudWatch streams (``/aws/sagemaker/TrainingJobs``, ``<job>/algo-N-…``) when deployed."""
+        if self.outputs.is_local:
+            record = self._local_progress().get(job_name)
+            if record is None:
+                raise NotFoundError(
+                    f"expected a job of this stack named {job_name} (got: no such job; see `skiff jobs`)"
+                )
+            path = Path(record.get("log") or "")
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+            return lines[after:]
+        from skiff.retrain.launch import TRAINING_LOG_GROUP
+
+        logs = client("logs")
+        pages = logs.get_paginator("filter_log_events").paginate(
+            logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{job_name}/"
+        )
+        try:
+            # The prefix is checked here too: moto 5.2.5 ignores logStreamNamePrefix in this call.
+            lines = [
+                event["message"]
+                for page in pages
+                for event in page.get("events", [])
+                if event.get("logStreamName", "").startswith(f"{job_name}/")
+            ]
+        except logs.exceptions.ResourceNotFoundException:
+            lines = []
+        return lines[after:]
+
+    def job_status(self, job_name: str) -> str:
+        for job in self.jobs(limit=200):
+            if job["name"] == job_name:
+                return job["status"]
+        raise NotFoundError(f"expected a job of this stack named {job_name} (got: no such job; see `skiff jobs`)")
 
     def _local_progress(self) -> dict[str, Any]:
         path = Path(self.outputs.progress_file) if self.outputs.progress_file else None

@@ -320,6 +320,30 @@ def cmd_rejections(args: argparse.Namespace) -> int:
     return 0
 
 
+FINAL_JOB_STATES = ("Completed", "Failed", "Stopped")
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    import time
+
+    stack = _client(args)
+    job = args.job if args.job.startswith(f"{stack.outputs.job_prefix}-") else f"{stack.outputs.job_prefix}-{args.job}"
+    shown = 0
+    while True:
+        # Read the status first: lines written before a job ends are all there once it has ended.
+        status = stack.job_status(job) if args.follow else None
+        lines = stack.log_lines(job, after=shown)
+        for line in lines:
+            print(json.dumps({"job": job, "line": line}) if args.json else line, flush=True)
+        shown += len(lines)
+        if not args.follow or status in FINAL_JOB_STATES:
+            break
+        time.sleep(args.poll)
+    if not shown and not args.json:
+        console.print(f"[dim]{job}: no output yet[/]")
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     _report_change(args, _client(args).promote(args.version, args.reason), "promoted")
     return 0
@@ -416,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     stack_command("history", "every change of production: when, from which version to which, who, why").set_defaults(
         func=cmd_history
     )
+    logs = stack_command("logs", "a training job's output (the local job's log, or its CloudWatch streams)")
+    logs.add_argument("job", help="the job name, or its dataset version (ds-000002)")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--poll", type=float, default=2.0, help="seconds between reads with --follow")
+    logs.set_defaults(func=cmd_logs)
     datasets = stack_command("datasets", "dataset versions: rows, label counts, uploads held")
     datasets.add_argument("--limit", type=int, default=50)
     datasets.set_defaults(func=cmd_datasets)

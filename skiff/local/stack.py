@@ -481,6 +481,8 @@ class LocalStack:
 
         root = self.config.work_dir / "jobs" / name
         shutil.rmtree(root, ignore_errors=True)
+        # Where run_described_job's container writes the job's output (`skiff logs` reads it).
+        self._record_progress(name, log=str(root / "container" / "output" / "training.log"))
         try:
             detail = run_described_job(description, root, on_progress=on_progress, cancel=self._stop)
         except Exception as exc:  # the job itself broke (not the model): report it as SageMaker would

@@ -137,6 +137,21 @@ def test_datasets_and_history_answer_after_the_first_model(
     assert code == 0 and first["version"] in out
 
 
+def test_logs_print_the_local_jobs_output_and_follow_ends_with_the_job(
+    stack_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "logs", "ds-000001", "--stack", str(stack_file), "--follow", "--poll", "0.2")
+    assert code == 0 and "epoch" in out
+    code, out, _ = run(capsys, "logs", "skiff-local-ds-000001", "--stack", str(stack_file), "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and lines and all(line["job"] == "skiff-local-ds-000001" for line in lines)
+
+
+def test_logs_of_an_unknown_job_say_where_to_look(stack_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "logs", "ds-000099", "--stack", str(stack_file))
+    assert code == 2 and "skiff-local-ds-000099" in err and "skiff jobs" in err
+
+
 def test_promote_of_an_unknown_version_is_404(stack_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "promote", "v19990101-000000000-0000", "--stack", str(stack_file))
     assert code == 2 and "HTTP 404 not_found" in err

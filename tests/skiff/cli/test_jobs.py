@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import boto3
 import pytest
 
 from skiff.cli.client import StackClient, StackOutputs
-from skiff.retrain.launch import TrainingJobSettings, training_job_request
+from skiff.retrain.launch import TRAINING_LOG_GROUP, TrainingJobSettings, training_job_request
 
 API = "https://a1b2c3.execute-api.eu-west-1.amazonaws.com"
 
@@ -56,3 +57,32 @@ def test_the_local_stack_lists_jobs_of_an_earlier_run_from_its_progress_file(
     client.outputs = StackOutputs(**{**vars(outputs), "progress_file": str(progress)})
     (job,) = client.jobs()
     assert (job["dataset_version"], job["status"], job["failure_reason"]) == ("ds-000001", "Failed", reason)
+
+
+def test_a_deployed_jobs_logs_are_its_cloudwatch_streams_only(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    logs = boto3.client("logs", region_name="eu-west-1")
+    logs.create_log_group(logGroupName=TRAINING_LOG_GROUP)
+    for stream, message in (
+        ("skiff-dev-ds-000001/algo-1-1700000000", "epoch 1/3 loss 0.41"),
+        ("skiff-dev-ds-000001/algo-1-1700000000", "epoch 2/3 loss 0.22"),
+        ("skiff-dev-ds-000010/algo-1-1700000001", "another job's line"),
+    ):
+        if stream not in {
+            s["logStreamName"] for s in logs.describe_log_streams(logGroupName=TRAINING_LOG_GROUP)["logStreams"]
+        }:
+            logs.create_log_stream(logGroupName=TRAINING_LOG_GROUP, logStreamName=stream)
+        logs.put_log_events(
+            logGroupName=TRAINING_LOG_GROUP,
+            logStreamName=stream,
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": message}],
+        )
+    client = StackClient(StackOutputs(API, "data", "artifacts", "table", "skiff-dev", region="eu-west-1"))
+    assert client.log_lines("skiff-dev-ds-000001") == ["epoch 1/3 loss 0.41", "epoch 2/3 loss 0.22"]
+    assert client.log_lines("skiff-dev-ds-000001", after=1) == ["epoch 2/3 loss 0.22"]
+
+
+def test_a_job_without_logs_yet_has_no_lines(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    client = StackClient(StackOutputs(API, "data", "artifacts", "table", "skiff-dev", region="eu-west-1"))
+    assert client.log_lines("skiff-dev-ds-000001") == []
