@@ -175,9 +175,22 @@ def test_local_up_and_down_leave_no_process_or_port(tmp_path: Path, monkeypatch:
 
 
 def _listening(port: int | None) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port or 0)) == 0
+    """Whether any socket on this machine listens on ``port``, read from the kernel's tables.
+
+    Not by connecting: a connect to a free port in the ephemeral range can succeed by connecting
+    to itself (TCP simultaneous open), which once made this test see a port "still listening".
+    """
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not any(table.is_file() for table in tables):  # not Linux: fall back to a connect
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            return probe.connect_ex(("127.0.0.1", port or 0)) == 0
+    for table in tables:
+        for line in table.read_text().splitlines()[1:] if table.is_file() else []:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: TCP_LISTEN
+                return True
+    return False
 
 
 def test_local_status_without_a_stack_says_how_to_start_one(
