@@ -161,6 +161,38 @@ class StackClient:
     def production(self) -> dict[str, Any]:
         return self.request("GET", "/models/production")
 
+    def model(self, version: str) -> dict[str, Any]:
+        return self.request("GET", f"/models/{urllib.parse.quote(version, safe='')}")
+
+    def artifact_file(self, model: dict[str, Any], name: str) -> bytes | None:
+        """One file of a version's artifact (its report picture, metrics, manifest), read from
+        the artifacts bucket with the caller's credentials; None when the version has none."""
+        from skiff.registry.artifacts import parse_s3_uri
+
+        if not model.get("artifact_uri"):
+            return None
+        bucket, prefix = parse_s3_uri(model["artifact_uri"])
+        s3 = client("s3")
+        try:
+            return s3.get_object(Bucket=bucket, Key=prefix.rstrip("/") + "/" + name)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    def logs_console_url(self, job_name: str) -> str | None:
+        """Where a deployed job's CloudWatch log streams are in the AWS console (None locally)."""
+        if self.outputs.is_local:
+            return None
+        from skiff.retrain.launch import TRAINING_LOG_GROUP
+
+        def escaped(value: str) -> str:  # the console's own double escaping of its URL fragment
+            return urllib.parse.quote(urllib.parse.quote(value, safe=""), safe="").replace("%", "$")
+
+        return (
+            f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+            f"#logsV2:log-groups/log-group/{escaped(TRAINING_LOG_GROUP)}"
+            f"/log-events$3FlogStreamNameFilter$3D{escaped(job_name + '/')}"
+        )
+
     def promote(self, version: str, reason: str) -> dict[str, Any]:
         key = {"idempotency-key": f"cli-{uuid.uuid4()}"}
         return self.request("POST", f"/models/{version}/promote", {"reason": reason}, key)

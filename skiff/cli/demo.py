@@ -50,7 +50,10 @@ def run_demo(out: Console, console: Console, workdir: Path | None, hp: Hyperpara
         "(the project's own; no third-party text)"
     )
 
-    config = LocalStackConfig(work_dir=workdir / "stack", hyperparameters=hp.to_dict())
+    # Laid out as `skiff local up` keeps a stack under $SKIFF_HOME, so the demo's stack can be
+    # started again afterwards (SKIFF_HOME=<workdir>/home) and browsed with `skiff ui`.
+    home = workdir / "home"
+    config = LocalStackConfig(work_dir=home / "local" / "work", hyperparameters=hp.to_dict())
     with console.status("starting the local stack (moto server, event router, training executor, HTTP front)…"):
         stack = LocalStack(config).start()
     try:
@@ -63,7 +66,7 @@ def run_demo(out: Console, console: Console, workdir: Path | None, hp: Hyperpara
 
         out.rule("2. second upload → a new candidate meets the quality gate")
         second = _upload_and_train(client, console, out, batches[1])
-        out.print(models_table(client.models()))
+        out.print(models_table(client.models(), client.history(), out.width))
 
         out.rule("3. a malformed upload is quarantined, not trained on")
         upload = client.upload(workdir / "broken-export.csv")
@@ -87,7 +90,7 @@ def run_demo(out: Console, console: Console, workdir: Path | None, hp: Hyperpara
         stack.deliver_notifications()
         out.print(notifications_table(client.notifications()))
 
-        reports = _collect_reports(stack, client, workdir)
+        reports = _collect_reports(stack, client, workdir, config.work_dir)
     finally:
         with console.status("stopping the local stack…"):
             stack.stop()
@@ -98,6 +101,10 @@ def run_demo(out: Console, console: Console, workdir: Path | None, hp: Hyperpara
     out.print(
         "- run the stack yourself: `skiff local up`, then `skiff upload FILE.csv`, `skiff jobs`, `skiff models`, "
         '`skiff predict "text"`, `skiff rollback`, and `skiff local down`'
+    )
+    out.print(
+        f"- browse what the demo made in the dashboard: `SKIFF_HOME={home} skiff local up`, then "
+        f"`SKIFF_HOME={home} skiff ui` (http://127.0.0.1:8765/); `SKIFF_HOME={home} skiff local down` after"
     )
     out.print("- deploy to AWS: see the README's `pulumi up` guide")
     out.print(f"demo finished in {time.monotonic() - began:.0f} s; the local stack is stopped")
@@ -159,7 +166,7 @@ def _show_predictions(client: StackClient, out: Console) -> None:
     out.print(answers_table(answers, answer["model_version"]))
 
 
-def _collect_reports(stack: Any, client: StackClient, workdir: Path) -> list[Path]:
+def _collect_reports(stack: Any, client: StackClient, workdir: Path, stack_dir: Path) -> list[Path]:
     from skiff.aws import client as aws_client
 
     reports = []
@@ -171,5 +178,5 @@ def _collect_reports(stack: Any, client: StackClient, workdir: Path) -> list[Pat
         target.parent.mkdir(parents=True, exist_ok=True)
         aws_client("s3").download_file(bucket, prefix + "report.png", str(target))
         reports.append(target)
-    shutil.rmtree(workdir / "stack" / "jobs", ignore_errors=True)  # training scratch space
+    shutil.rmtree(stack_dir / "jobs", ignore_errors=True)  # training scratch space
     return reports

@@ -281,11 +281,15 @@ def cmd_notifications(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    models = _client(args).models(limit=args.limit)
+    stack = _client(args)
+    models = stack.models(limit=args.limit)
     if args.json:
         print(json.dumps(models))
         return 0
-    out.print(models_table(models) if models else "no model versions yet: upload data with `skiff upload FILE.csv`")
+    if not models:
+        out.print("no model versions yet: upload data with `skiff upload FILE.csv`")
+        return 0
+    out.print(models_table(models, stack.history(), out.width))
     return 0
 
 
@@ -359,6 +363,24 @@ def _report_change(args: argparse.Namespace, change: dict[str, Any], verb: str) 
         print(json.dumps(change))
     else:
         out.print(f"{verb}: production is now {change['version']} (was {change['previous_version']})")
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from skiff.dashboard.app import serve
+
+    server = serve(_client(args), args.port)
+    url = f"http://127.0.0.1:{server.server_port}/"
+    if args.json:
+        print(json.dumps({"url": url}), flush=True)
+    else:
+        out.print(f"Skiff dashboard: {url}  (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -458,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = stack_command("rollback", "return production to the previous version")
     rollback.add_argument("--reason", default="rolled back by hand with the skiff CLI")
     rollback.set_defaults(func=cmd_rollback)
+    ui = stack_command("ui", "a web dashboard on 127.0.0.1: models, versions, history, jobs, data")
+    ui.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free one)")
+    ui.set_defaults(func=cmd_ui)
     bundle = commands.add_parser("bundle", help="build the Lambda function zips and dependency layer")
     bundle.add_argument("--arch", choices=["arm64", "x86_64"], default="arm64")
     bundle.add_argument("--out", default="build/lambda", help="output directory")

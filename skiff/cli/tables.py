@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
 
 
@@ -67,35 +69,59 @@ def answers_table(answers: Sequence[dict[str, Any]], version: str | None = None)
     return table
 
 
-def models_table(models: Sequence[dict[str, Any]]) -> Table:
-    table = Table(title="model versions (newest first)")
-    numbers = ("accuracy", "macro-F1", "MB", "p50 ms")
-    for column in ("version", "status", *numbers, "dataset", "why"):
+NARROW_COLUMNS = 100
+"""Below this console width ``skiff models`` moves each version's "why" under the table."""
+
+
+def models_table(
+    models: Sequence[dict[str, Any]], history: Sequence[dict[str, Any]] = (), width: int = 200
+) -> RenderableType:
+    """One row per version. Wide: the reason in its own column. Narrow (an 80-column terminal):
+    abbreviated columns, and each version's reason as a wrapped line under the table."""
+    narrow = width < NARROW_COLUMNS
+    reasons = {model["version"]: why(model, history) for model in models}
+    table = Table(
+        title="model versions (newest first)",
+        box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
+        pad_edge=not narrow,
+        show_edge=not narrow,
+    )
+    numbers = ("acc", "F1", "MB", "ms") if narrow else ("accuracy", "macro-F1", "MB", "p50 ms")
+    columns = ("version", "status", *numbers, "data" if narrow else "dataset", *(() if narrow else ("why",)))
+    for column in columns:
         table.add_column(
-            column, justify="right" if column in numbers else "left", no_wrap=column in ("version", "status")
+            column, justify="right" if column in numbers else "left", no_wrap=column in ("version", "status", "data")
         )
     styles = {"production": "bold green", "rejected": "red", "failed": "red"}
     for model in models:
         metrics = model.get("metrics") or {}
+        dataset = model["lineage"].get("dataset_version", "")
         table.add_row(
             model["version"],
-            f"[{styles.get(model['status'], '')}]{model['status']}[/]"
-            if model["status"] in styles
-            else model["status"],
+            f"[{styles[model['status']]}]{model['status']}[/]" if model["status"] in styles else model["status"],
             f"{metrics['accuracy']:.4f}" if "accuracy" in metrics else "",
             f"{metrics['macro_f1']:.4f}" if "macro_f1" in metrics else "",
             f"{metrics['served_bytes'] / 1e6:.1f}" if metrics.get("served_bytes") else "",
             f"{metrics['batch1_p50_ms']:.2f}" if metrics.get("batch1_p50_ms") else "",
-            model["lineage"].get("dataset_version", ""),
-            _why(model),
+            dataset.removeprefix("ds-") if narrow else dataset,
+            *(() if narrow else (reasons[model["version"]],)),
         )
-    return table
+    if not narrow:
+        return table
+    notes = [f"[bold]{version}[/]: {reason}" for version, reason in reasons.items() if reason]
+    return Group(table, *notes)
 
 
-def _why(model: dict[str, Any]) -> str:
-    """The status reason, and what the GPU endpoint did with the version (stacks with one)."""
+def why(model: dict[str, Any], history: Sequence[dict[str, Any]] = ()) -> str:
+    """Why a version is where it is: its status reason (rejected, failed), else the reason of the
+    last alias change that made it production (``history`` newest first), plus what the GPU
+    endpoint did with it (stacks with one)."""
+    reason = model.get("status_reason") or ""
+    if not reason:
+        change = next((c for c in history if c["version"] == model["version"]), None)
+        reason = f"{change['actor']}: {change['reason']}" if change else ""
     endpoint = model.get("gpu_endpoint") or {}
-    parts = [model.get("status_reason") or ""]
+    parts = [reason]
     if endpoint:
         parts.append(
             f"GPU endpoint {endpoint['state']}" + (f": {endpoint['reason']}" if endpoint.get("reason") else "")

@@ -200,3 +200,20 @@ def test_local_status_without_a_stack_says_how_to_start_one(
     code, _, err = run(capsys, "local", "status")
     assert code == 2 and "skiff local up" in err
     assert os.environ["SKIFF_HOME"] == str(tmp_path)
+
+
+def test_ui_prints_its_url_and_serves_the_dashboard(stack_file: Path) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    command = [sys.executable, "-m", "skiff.cli.main", "ui", "--stack", str(stack_file), "--port", "0", "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        url = json.loads(process.stdout.readline())["url"]
+        assert urlsplit(url).hostname == "127.0.0.1"
+        with urllib.request.urlopen(url + "data", timeout=30) as response:
+            assert response.status == 200 and "Dataset versions" in response.read().decode()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

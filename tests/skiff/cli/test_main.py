@@ -104,3 +104,50 @@ def test_models_table_says_what_the_gpu_endpoint_did_with_a_version() -> None:
     console = Console(width=200, record=True)
     console.print(models_table([model]))
     assert "GPU endpoint failed: ping health check" in console.export_text()
+
+
+MODELS = [
+    {
+        "version": "v20261202-164832905-bee9",
+        "status": "rejected",
+        "metrics": {"accuracy": 0.9912, "macro_f1": 0.9909, "served_bytes": 120_000, "batch1_p50_ms": 0.16},
+        "lineage": {"dataset_version": "ds-000002"},
+        "status_reason": "accuracy 0.9812 < production v20261202-164811937-df95 0.9912 - tolerance 0.0000 on 228 rows",
+    },
+    {
+        "version": "v20261202-164811937-df95",
+        "status": "production",
+        "metrics": {"accuracy": 0.9912, "macro_f1": 0.9910, "served_bytes": 120_000, "batch1_p50_ms": 0.15},
+        "lineage": {"dataset_version": "ds-000001"},
+        "status_reason": None,
+    },
+]
+HISTORY = [
+    {"version": "v20261202-164811937-df95", "actor": "quality-gate", "reason": "promoted: accuracy 0.9912 >= baseline"}
+]
+
+
+def _printed(width: int) -> list[str]:
+    from rich.console import Console
+
+    from skiff.cli.tables import models_table
+
+    console = Console(width=width, record=True)
+    console.print(models_table(MODELS, HISTORY, width))
+    return console.export_text().splitlines()
+
+
+def test_models_fit_80_columns_with_every_reason_whole() -> None:
+    lines = _printed(80)
+    assert max(len(line) for line in lines) <= 80
+    text = " ".join(line.strip() for line in lines)
+    assert all(model["version"] in text for model in MODELS)
+    assert "0.9912" in text and "0.9909" in text and "000002" in text  # no number cut short
+    assert "tolerance 0.0000 on 228 rows" in text  # the rejection reason, wrapped, not cut
+    assert "quality-gate: promoted: accuracy 0.9912 >= baseline" in text  # production's reason, from history
+
+
+def test_models_on_a_wide_terminal_keep_the_reason_in_its_column() -> None:
+    lines = _printed(200)
+    (row,) = [line for line in lines if line.strip("│ ").startswith("v20261202-164811937-df95")]
+    assert "quality-gate: promoted" in row and "ds-000001" in row
