@@ -274,12 +274,15 @@ class StackClient:
             reason = local.get("failure_reason")
             if reason is None and status == "Failed" and not self.outputs.is_local:
                 reason = sagemaker.describe_training_job(TrainingJobName=name).get("FailureReason")
-            jobs.append(_job_row(name, prefix, status, local, reason, str(summary["CreationTime"])))
+            jobs.append(
+                _job_row(name, prefix, status, local, reason, str(summary["CreationTime"]), _seconds(summary, local))
+            )
         # Jobs of an earlier run of the local stack: moto forgot them, its progress file did not.
         for name, local in sorted(progress.items(), key=lambda item: -float(item[1].get("started") or 0)):
             created = datetime.fromtimestamp(float(local.get("started") or 0), UTC).isoformat(sep=" ")
+            status = local.get("status", "Unknown")
             jobs.append(
-                _job_row(name, prefix, local.get("status", "Unknown"), local, local.get("failure_reason"), created)
+                _job_row(name, prefix, status, local, local.get("failure_reason"), created, _seconds({}, local))
             )
         return jobs[:limit]
 
@@ -350,8 +353,26 @@ class StackClient:
         raise SkiffError(f"expected training job {job_name} to finish within {timeout:.0f}s (got: still running)")
 
 
+def _seconds(summary: dict[str, Any], local: dict[str, Any]) -> float | None:
+    """How long a job has run: the local executor's clock, else SageMaker's creation and end
+    times (a running job: until now)."""
+    if local.get("started"):
+        return round(float(local.get("ended") or time.time()) - float(local["started"]), 1)
+    created = summary.get("CreationTime")
+    if not isinstance(created, datetime):
+        return None
+    ended = summary.get("TrainingEndTime") or datetime.now(created.tzinfo)
+    return round((ended - created).total_seconds(), 1)
+
+
 def _job_row(
-    name: str, prefix: str, status: str, local: dict[str, Any], failure_reason: str | None, created: str
+    name: str,
+    prefix: str,
+    status: str,
+    local: dict[str, Any],
+    failure_reason: str | None,
+    created: str,
+    seconds: float | None,
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -361,4 +382,5 @@ def _job_row(
         "epochs": local.get("epochs"),
         "failure_reason": failure_reason,
         "created": created,
+        "seconds": seconds,
     }

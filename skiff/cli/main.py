@@ -253,11 +253,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(json.dumps(jobs))
         return 0
     table = Table(title="training jobs (newest first)")
-    for column in ("job", "dataset", "status", "progress", "failure"):
-        table.add_column(column)
+    for column in ("job", "dataset", "status", "progress", "duration", "failure"):
+        table.add_column(column, justify="right" if column == "duration" else "left")
     for job in jobs:
         progress = f"epoch {job['epoch']}/{job['epochs']}" if job.get("epochs") else ""
-        table.add_row(job["name"], job["dataset_version"], job["status"], progress, job.get("failure_reason") or "")
+        duration = f"{job['seconds']:.0f} s" if job.get("seconds") is not None else ""
+        table.add_row(
+            job["name"], job["dataset_version"], job["status"], progress, duration, job.get("failure_reason") or ""
+        )
     out.print(table if jobs else "no training jobs yet: upload data with `skiff upload FILE.csv`")
     return 0
 

@@ -231,7 +231,7 @@ def test_browser_history_lists_alias_changes(dashboard: Dashboard, page: Any) ->
 
 def test_browser_data_page_shows_datasets_and_the_rejected_uploads_reason(dashboard: Dashboard, page: Any) -> None:
     page.goto(dashboard.url + "/data")
-    assert page.locator("#datasets tbody tr").count() == 2
+    assert page.locator("#datasets tbody tr").count() == len(dashboard.client.datasets()) >= 2
     rejection = page.locator("article.rejection[data-key='incoming/broken-export.csv']")
     assert "line 3: empty text" in rejection.inner_text()
     assert "quarantine/broken-export.csv" in rejection.inner_text()
@@ -239,9 +239,28 @@ def test_browser_data_page_shows_datasets_and_the_rejected_uploads_reason(dashbo
 
 def test_browser_jobs_page_links_each_jobs_log(dashboard: Dashboard, page: Any) -> None:
     page.goto(dashboard.url + "/jobs")
-    assert page.locator("#jobs tbody tr").count() == 2
+    assert page.locator("#jobs tbody tr").count() == len(dashboard.client.jobs()) >= 2
+    assert page.locator("#jobs tbody tr").first.locator("td.n").inner_text().endswith(" s")  # its duration
     page.locator("#jobs tbody tr").first.get_by_role("link", name="log").click()
     assert page.locator("#log").inner_text().strip() != ""
+
+
+def test_browser_pages_refresh_by_themselves_while_a_job_runs(dashboard: Dashboard, page: Any, tmp_path: Path) -> None:
+    path = tmp_path / "batch3.csv"
+    write_csv(path, generate(600, seed=21))
+    outcome = dashboard.client.upload_outcome(dashboard.client.upload(path))
+    job = f"{dashboard.client.outputs.job_prefix}-{outcome['dataset_version']}"
+    deadline = time.monotonic() + 30
+    while not any(j["name"] == job and j["status"] == "InProgress" for j in dashboard.client.jobs()):
+        assert time.monotonic() < deadline, "expected the third job to start"
+        time.sleep(0.1)
+    page.goto(dashboard.url + "/jobs")
+    page.evaluate("window.loadedOnce = true")  # gone if the page were reloaded
+    assert page.evaluate("document.body.hasAttribute('data-live')"), "expected the job still running at load"
+    page.locator(f"#jobs tr[data-job='{job}'] .status-completed").wait_for(timeout=120_000)
+    assert page.evaluate("window.loadedOnce") is True
+    assert not page.evaluate("document.body.hasAttribute('data-live')")  # it stops once nothing runs
+    dashboard.versions.append(dashboard.client.wait_for_job(outcome["dataset_version"])["version"])
 
 
 def test_browser_pages_fit_a_phone_screen(dashboard: Dashboard, browser: Any) -> None:

@@ -86,3 +86,35 @@ def test_a_job_without_logs_yet_has_no_lines(aws: None, monkeypatch: pytest.Monk
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     client = StackClient(StackOutputs(API, "data", "artifacts", "table", "skiff-dev", region="eu-west-1"))
     assert client.log_lines("skiff-dev-ds-000001") == []
+
+
+def test_a_local_jobs_duration_is_its_executors_clock(
+    aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    progress = tmp_path / "jobs.json"
+    progress.write_text(
+        json.dumps({"skiff-local-ds-000001": {"status": "Completed", "started": 100.0, "ended": 142.5}})
+    )
+    outputs = StackOutputs(API, "data", "artifacts", "table", "skiff-local", region="eu-west-1")
+    client = StackClient(outputs)
+    client.outputs = StackOutputs(**{**vars(outputs), "progress_file": str(progress)})
+    (job,) = client.jobs()
+    assert job["seconds"] == 42.5
+
+
+def test_a_deployed_running_jobs_duration_counts_from_its_creation(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    start("skiff-dev", "ds-000001")
+    client = StackClient(StackOutputs(API, "data", "artifacts", "table", "skiff-dev", region="eu-west-1"))
+    (job,) = client.jobs()
+    assert job["seconds"] is not None and 0 <= job["seconds"] < 60
+
+
+def test_a_deployed_jobs_logs_link_to_its_streams_in_the_console() -> None:
+    client = StackClient(StackOutputs(API, "data", "artifacts", "table", "skiff-dev", region="eu-west-1"))
+    url = client.logs_console_url("skiff-dev-ds-000001")
+    assert url is not None and url.startswith(
+        "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#"
+    )
+    assert "$252Faws$252Fsagemaker$252FTrainingJobs" in url and url.endswith("skiff-dev-ds-000001$252F")
