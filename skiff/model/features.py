@@ -54,6 +54,17 @@ def _bucket(feature: str, buckets: int) -> int:
     return int.from_bytes(digest, "little") % buckets + 1
 
 
+@lru_cache(maxsize=1 << 18)
+def _char_ids(token: str, low: int, high: int, buckets: int) -> tuple[int, ...]:
+    """The bucket ids of one word's character n-grams (``<word>`` padded), shortest first."""
+    if len(token) < 2:
+        return ()  # single symbols and letters are already word features
+    padded = f"<{token}>"
+    return tuple(
+        _bucket("c:" + padded[i : i + n], buckets) for n in range(low, high + 1) for i in range(len(padded) - n + 1)
+    )
+
+
 class Featurizer(Protocol):
     """Turns texts into the named input arrays of the exported ONNX model."""
 
@@ -214,9 +225,24 @@ class HashedNgramFeaturizer:
         return out[: self.spec.max_features]
 
     def ids(self, text: str) -> list[int]:
-        """Bucket ids (1..buckets) of one text; empty when the text has no tokens."""
+        """Bucket ids (1..buckets) of one text; empty when the text has no tokens.
+
+        The ids of :meth:`features`, in the same order, without building every feature string:
+        a word's character n-grams are hashed once per process (:func:`_char_ids`), since the
+        same words recur from text to text; what is left per text is tokenizing and its word
+        n-grams."""
         buckets = self.spec.buckets
-        return [_bucket(f, buckets) for f in self.features(text)]
+        tokens = tokenize(text)
+        out = [_bucket("w1:" + token, buckets) for token in tokens]
+        for n in range(2, self.spec.word_ngrams + 1):
+            out.extend(_bucket(f"w{n}:" + " ".join(tokens[i : i + n]), buckets) for i in range(len(tokens) - n + 1))
+        if self.spec.char_ngrams is not None:
+            low, high = self.spec.char_ngrams
+            for token in tokens:
+                if len(out) >= self.spec.max_features:
+                    break
+                out.extend(_char_ids(token, low, high, buckets))
+        return out[: self.spec.max_features]
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         ids = pad_ids([self.ids(t) for t in texts])

@@ -144,3 +144,24 @@ def test_pruned_kept_file_missing_is_named(tmp_path: Path) -> None:
 def test_invalid_bucket_count_names_the_value() -> None:
     with pytest.raises(ConfigError, match=r"buckets should be >= 2 \(got: 1\)"):
         HashedNgramSpec(buckets=1)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        HashedNgramSpec(),
+        HashedNgramSpec(word_ngrams=3, char_ngrams=(2, 5), buckets=4096),
+        HashedNgramSpec(char_ngrams=None),
+        HashedNgramSpec(max_features=7),
+    ],
+    ids=["default", "wider", "words-only", "truncated"],
+)
+def test_ids_are_the_hashes_of_the_features_in_order(spec: HashedNgramSpec, sms_spam: Path) -> None:
+    """ids() skips building feature strings; it must still give exactly their buckets, in order."""
+    from skiff.data.dataset import read_csv
+    from skiff.model.features import _bucket
+
+    featurizer = HashedNgramFeaturizer(spec)
+    texts = [example.text for example in read_csv(sms_spam / "test.csv").examples][:400] + TEXTS + ["", "a", "!!"]
+    for text in texts:
+        assert featurizer.ids(text) == [_bucket(f, spec.buckets) for f in featurizer.features(text)], text
