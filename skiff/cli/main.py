@@ -390,7 +390,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from skiff.packaging.bundle import build_all
 
     with console.status(f"building Lambda packages for {args.arch}…"):
-        report = build_all(Path(args.out), args.arch)
+        report = build_all(Path(args.out), args.arch, bytecode=not args.no_bytecode)
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
@@ -489,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     bundle = commands.add_parser("bundle", help="build the Lambda function zips and dependency layer")
     bundle.add_argument("--arch", choices=["arm64", "x86_64"], default="arm64")
     bundle.add_argument("--out", default="build/lambda", help="output directory")
+    bundle.add_argument(
+        "--no-bytecode", action="store_true", help="leave out the runtime's .pyc files (slower cold starts)"
+    )
     bundle.add_argument("--json", action="store_true")
     bundle.set_defaults(func=cmd_bundle)
     return parser

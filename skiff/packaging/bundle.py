@@ -5,15 +5,23 @@ Dependencies are installed for the target, not for this machine:
 arm64 layer can be built on x86_64. What is not needed at run time (tests, headers, type
 stubs, onnxruntime's training and tooling packages) is dropped, sizes are reported, and the
 build fails above Lambda's limits instead of failing at deploy time.
+
+Every package carries bytecode compiled by the runtime's own Python version (``.pyc`` files are
+specific to a minor version, and Lambda's /var/task and /opt are read-only, so a package without
+them compiles every imported module on every cold start). The pycs are ``unchecked-hash``: no
+timestamps, so the same inputs give the same zip, and the runtime never re-reads the source to
+validate them.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import glob
 import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,7 +54,7 @@ and wrapt, listed here."""
 FUNCTIONS = ("inference", "registry_api", "upload_trigger", "training_events", "alarm_rollback")
 
 PRUNE = (
-    "*/__pycache__",
+    "*/__pycache__",  # whatever a wheel ships is removed: compile_bytecode writes the runtime's own
     "*.pyc",
     "*/tests",
     "*/test",
@@ -76,6 +84,61 @@ FUNCTION_EXCLUDES = ("skiff/cli", "skiff/data/synthetic.py", "skiff/local", "ski
 
 class BundleTooLargeError(SkiffError):
     """A package is above a Lambda limit."""
+
+
+def _version_of(interpreter: str) -> str | None:
+    try:
+        run = subprocess.run(
+            [interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return run.stdout.strip() if run.returncode == 0 else None
+
+
+def lambda_python(version: str = LAMBDA_PYTHON) -> str:
+    """An interpreter of the functions' runtime version, to compile their bytecode with:
+    ``SKIFF_LAMBDA_PYTHON`` if set, else this one if it matches, else ``python<version>`` on the
+    PATH, else pyenv's. Refuses, naming how to get one, when none is found."""
+    explicit = os.environ.get("SKIFF_LAMBDA_PYTHON")
+    if explicit:
+        found = _version_of(explicit)
+        if found != version:
+            raise ConfigError(
+                f"expected SKIFF_LAMBDA_PYTHON to be a Python {version} (the Lambda runtime's) "
+                f"(got: {explicit}, which is {found or 'not a working interpreter'})"
+            )
+        return explicit
+    candidates = [
+        sys.executable,
+        shutil.which(f"python{version}"),
+        *sorted(glob.glob(str(Path.home() / ".pyenv" / "versions" / f"{version}.*" / "bin" / f"python{version}"))),
+    ]
+    for candidate in filter(None, candidates):
+        if _version_of(candidate) == version:
+            return candidate
+    raise ConfigError(
+        f"expected a Python {version} to compile the Lambda packages' bytecode for the python{version} "
+        f"runtime (got: none; this is {sys.version_info.major}.{sys.version_info.minor}). Install one "
+        f"(`pyenv install {version}`, or your system's python{version} package) or point "
+        f"SKIFF_LAMBDA_PYTHON at it; `skiff bundle --no-bytecode` builds without (slower cold starts)"
+    )
+
+
+def compile_bytecode(directory: Path, runtime_root: str, interpreter: str) -> None:
+    """Compile every module under ``directory`` in place, recording the path it will have at run
+    time (``runtime_root``: /var/task for a function, /opt for a layer) for tracebacks."""
+    run = subprocess.run(
+        [interpreter, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
+        + ["-s", str(directory), "-p", runtime_root, str(directory)],
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        raise SkiffError(f"expected {interpreter} to compile {directory} (got: {(run.stdout + run.stderr)[-800:]})")
 
 
 @dataclass(frozen=True)
@@ -137,10 +200,13 @@ def build_layer(
     architecture: str,
     requirements: Sequence[str] = LAYER_REQUIREMENTS,
     without_dependencies: Sequence[str] = LAYER_WITHOUT_DEPENDENCIES,
+    bytecode: bool = True,
 ) -> PackageSize:
-    """pip-install ``requirements`` for the target; reuses an earlier build of the same inputs."""
+    """pip-install ``requirements`` for the target, compiled for the runtime unless ``bytecode``
+    is False; reuses an earlier build of the same inputs."""
     if architecture not in PLATFORMS:
         raise ConfigError(f"architecture should be one of {sorted(PLATFORMS)} (got: {architecture!r})")
+    interpreter = lambda_python() if bytecode else None
     archive = out_dir / f"layer-{architecture}.zip"
     stamp = out_dir / f"layer-{architecture}.inputs.json"
     pins = layer_pins(requirements, without_dependencies, architecture)
@@ -151,6 +217,7 @@ def build_layer(
         "platforms": list(PLATFORMS[architecture]),
         "python": LAMBDA_PYTHON,
         "prune": list(PRUNE),
+        "bytecode": bytecode,
     }
     if archive.is_file() and stamp.is_file() and json.loads(stamp.read_text())["inputs"] == inputs:
         return PackageSize(**json.loads(stamp.read_text())["size"])
@@ -187,6 +254,8 @@ def build_layer(
             )
     constraints.unlink()
     prune(target)
+    if interpreter:
+        compile_bytecode(staging, "/opt", interpreter)
     size = _zip(staging, archive)
     stamp.write_text(json.dumps({"inputs": inputs, "size": asdict(size)}))
     return size
@@ -210,7 +279,7 @@ def layer_pins(requirements: Sequence[str], without_dependencies: Sequence[str],
     return [f"{name}=={found}" for name, found in sorted(pinned.items())]
 
 
-def build_function(out_dir: Path, name: str) -> PackageSize:
+def build_function(out_dir: Path, name: str, bytecode: bool = True) -> PackageSize:
     if name not in FUNCTIONS:
         raise ConfigError(f"function should be one of {list(FUNCTIONS)} (got: {name!r})")
     staging = out_dir / f"function-{name}"
@@ -221,6 +290,8 @@ def build_function(out_dir: Path, name: str) -> PackageSize:
     (staging / "functions").mkdir()
     shutil.copy(ROOT / "functions" / "__init__.py", staging / "functions" / "__init__.py")
     shutil.copytree(ROOT / "functions" / name, staging / "functions" / name, ignore=ignore)
+    if bytecode:
+        compile_bytecode(staging, "/var/task", lambda_python())
     return _zip(staging, out_dir / f"function-{name}.zip")
 
 
@@ -356,12 +427,14 @@ def _source_archive(
     return archive
 
 
-def build_all(out_dir: Path, architecture: str, functions: Sequence[str] = FUNCTIONS) -> BundleReport:
+def build_all(
+    out_dir: Path, architecture: str, functions: Sequence[str] = FUNCTIONS, bytecode: bool = True
+) -> BundleReport:
     """Build the layer and every function for ``architecture``; raise if above a limit."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = BundleReport(architecture, build_layer(out_dir, architecture))
+    report = BundleReport(architecture, build_layer(out_dir, architecture, bytecode=bytecode))
     for name in functions:
-        report.functions[name] = build_function(out_dir, name)
+        report.functions[name] = build_function(out_dir, name, bytecode=bytecode)
     (out_dir / f"report-{architecture}.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     report.check_limits()
     return report

@@ -17,6 +17,7 @@ from skiff.packaging.bundle import (
     PackageSize,
     build_all,
     build_function,
+    lambda_python,
     prune,
 )
 
@@ -27,7 +28,46 @@ def test_function_zip_holds_its_handler_and_skiff_but_not_cli_or_local(tmp_path:
     assert "functions/inference/handler.py" in names and "skiff/serve/inference.py" in names
     left_out = ("skiff/local/", "skiff/cli/", "skiff/packaging/", "functions/registry_api/")
     assert not any(n.startswith(left_out) for n in names)
-    assert not any("__pycache__" in n for n in names)
+
+
+def test_every_module_of_a_function_zip_has_the_runtimes_unchecked_hash_bytecode(tmp_path: Path) -> None:
+    import importlib.util
+
+    archive = zipfile.ZipFile(build_function(tmp_path, "inference").path)
+    names = set(archive.namelist())
+    sources = [n for n in names if n.endswith(".py")]
+    cached = {
+        n: importlib.util.cache_from_source(n).replace(sys.implementation.cache_tag, "cpython-312") for n in sources
+    }
+    assert sources and all(pyc in names for pyc in cached.values())
+    assert not any(n.endswith(".pyc") and "cpython-312" not in n for n in names)  # only the runtime's version
+    header = archive.read(cached["skiff/model/predictor.py"])[:8]
+    magic = subprocess.run(
+        [lambda_python(), "-c", "import importlib.util, sys; sys.stdout.write(importlib.util.MAGIC_NUMBER.hex())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert header[:4].hex() == magic  # Python 3.12's bytecode
+    assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, not checked against the source
+
+
+def test_a_function_without_bytecode_has_no_pycs(tmp_path: Path) -> None:
+    names = zipfile.ZipFile(build_function(tmp_path, "inference", bytecode=False).path).namelist()
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+
+
+def test_a_python_of_another_version_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKIFF_LAMBDA_PYTHON", sys.executable)
+    this = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with pytest.raises(ConfigError, match=rf"expected SKIFF_LAMBDA_PYTHON to be a Python 3\.99 .*which is {this}"):
+        lambda_python("3.99")
+
+
+def test_no_python_of_the_runtimes_version_is_refused_with_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SKIFF_LAMBDA_PYTHON", raising=False)
+    with pytest.raises(ConfigError, match=r"expected a Python 3\.99 .*pyenv install 3\.99.*--no-bytecode"):
+        lambda_python("3.99")
 
 
 def test_function_zip_is_reproducible(tmp_path: Path) -> None:
@@ -105,14 +145,22 @@ def test_built_x86_64_bundle_serves_on_lambdas_python(tmp_path: Path, small_arti
         f"print(Predictor.from_directory({str(small_artifact)!r}).predict(['my parcel is late'])[0].label);"
         "assert 'torch' not in sys.modules"
     )
-    run = subprocess.run(
-        [python312, "-S", "-c", code, str(task), str(opt / "python"), str(runtime)],
+    run = subprocess.run(  # -B: nothing written, so what -v reports loaded came from the zips
+        [python312, "-S", "-B", "-v", "-c", code, str(task), str(opt / "python"), str(runtime)],
         capture_output=True,
         text=True,
         env={"POWERTOOLS_METRICS_NAMESPACE": "Skiff", "PATH": "/usr/bin:/bin"},
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "delivery"
+    loaded = [line for line in run.stderr.splitlines() if line.startswith("# code object from")]
+    for module in (
+        f"{task}/skiff/model/__pycache__/predictor.cpython-312.pyc",
+        f"{opt}/python/onnxruntime/__pycache__/__init__.cpython-312.pyc",
+    ):
+        assert any(module in line for line in loaded), f"expected {module} loaded from its bytecode"
+    compiled_now = [line for line in loaded if line.endswith(".py") and (str(task) in line or str(opt) in line)]
+    assert compiled_now == []  # not one module of the packages compiled at start
     assert report.layer.unzipped_bytes + report.functions["inference"].unzipped_bytes <= 150 * 1024 * 1024
 
 
