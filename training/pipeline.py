@@ -5,6 +5,7 @@ train -> export fp32 ONNX -> quantize int8 -> parity check -> metrics, report, m
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -22,6 +23,7 @@ from skiff.model import artifact
 from skiff.model.hyperparameters import Hyperparameters
 from skiff.model.metrics import classification_report, majority_baseline_accuracy
 from skiff.model.predictor import MAX_BATCH_TEXTS
+from training.calibration import calibrated_softmax_of, calibration_report
 from training.export import batch1_latency_ms, export_onnx, onnx_probabilities, parity, quantize_int8
 from training.families import LabelledTexts
 from training.loop import EpochRecord, fit
@@ -45,6 +47,33 @@ def _encode_labels(dataset: Dataset, labels: list[str], role: str) -> list[int]:
             dataset.source, [Problem(f"expected {role} labels among the training labels {labels} (got: {unknown})")]
         )
     return [index[label] for label in dataset.labels]
+
+
+def _calibrated(
+    exportable: torch.nn.Module, featurizer: Any, texts: list[str], y: np.ndarray, hp: Hyperparameters
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model to export, with its temperature when ``hp.calibration`` asks for one, and the
+    calibration report for metrics.json (ECE measured on the eval split either way)."""
+    exportable = exportable.eval().cpu()
+    with torch.no_grad():
+        parts = [
+            exportable(*(torch.from_numpy(a) for a in featurizer.encode(texts[i : i + 256]).values())).numpy()
+            for i in range(0, len(texts), 256)
+        ]
+    probabilities = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+    # Two halves by a hash of the text: stable across runs, independent of the split's order.
+    halves = np.array([hashlib.blake2b(t.encode("utf-8"), digest_size=1).digest()[0] & 1 for t in texts])
+    report = calibration_report(probabilities, y, halves)
+    if hp.calibration == "none":
+        return exportable, {
+            "method": "none",
+            "ece": report["ece_before"],
+            "nll": report["nll_before"],
+            "bins": report["bins"],
+            "measured_on": "eval split",
+        }
+    calibrated_softmax_of(exportable).set_temperature(report["temperature"])
+    return exportable, report
 
 
 def build_artifact(
@@ -85,7 +114,8 @@ def build_artifact(
         return {}  # DDP: ranks other than 0 only help train; rank 0 exports and writes
     shipped = family.ship(result.model)
     featurizer = shipped.featurizer
-    export_onnx(shipped.exportable, fp32_path, featurizer.encode(data.evaluation.texts[:2]))
+    exportable, calibration = _calibrated(shipped.exportable, featurizer, data.evaluation.texts, eval_y, hp)
+    export_onnx(exportable, fp32_path, featurizer.encode(data.evaluation.texts[:2]))
     quantize_int8(fp32_path, int8_path, family.quantization)
     fp32_scores = onnx_probabilities(fp32_path, featurizer, data.evaluation.texts)
     # Serving runs the int8 model on one text and on up to MAX_BATCH_TEXTS at once; both must agree with fp32.
@@ -113,6 +143,7 @@ def build_artifact(
         "parity": parity_report,
         "quantization": family.quantization.to_dict(),
         "compression": shipped.compression,
+        "calibration": calibration,
         "latency": batch1_latency_ms(int8_path, featurizer, data.evaluation.texts),
         "sizes": {**sizes, "int8_over_fp32": sizes[artifact.MODEL_INT8] / sizes[artifact.MODEL_FP32]},
         "training": {
@@ -148,7 +179,7 @@ def build_artifact(
         int8_report["confusion_matrix"],
         labels,
         f"{hp.model_family} model: int8 eval accuracy {int8_report['accuracy']:.4f}, "
-        f"macro-F1 {int8_report['macro_f1']:.4f}",
+        f"macro-F1 {int8_report['macro_f1']:.4f}, ECE {calibration['ece']:.4f}",
     )
     artifact.write_manifest(
         model_dir,

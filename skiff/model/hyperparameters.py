@@ -15,6 +15,7 @@ from skiff.errors import ConfigError
 from skiff.model.features import HashedNgramSpec
 
 MODEL_FAMILIES = ("bag", "transformer")
+CALIBRATIONS = ("temperature", "none")
 FAMILY_DEFAULTS = {
     "bag": {"epochs": 10, "learning_rate": 0.02},
     # Fine-tuning a pretrained encoder wants few epochs and a small step.
@@ -66,6 +67,9 @@ class Hyperparameters:
     min_parity_agreement: float = 0.99
     mixed_precision: bool = True
     length_bucketing: bool = True  # batches of similar lengths: little padding (training/batches.py)
+    # "temperature": the served scores are softmax(logits / T), T fitted on the eval split
+    # (training/calibration.py); "none" ships the raw scores.
+    calibration: str = "temperature"
     # bag family: which rows of the hashed table ship (training/families/bag.py). Rows training
     # never touched never ship; "trained" keeps all the others, a fraction keeps that share of
     # them (the ones that move the logits most), "auto" the smallest share whose eval accuracy
@@ -80,6 +84,8 @@ class Hyperparameters:
     def __post_init__(self) -> None:
         if self.model_family not in MODEL_FAMILIES:
             raise ConfigError(f"model_family should be one of {list(MODEL_FAMILIES)} (got: {self.model_family!r})")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"calibration should be one of {list(CALIBRATIONS)} (got: {self.calibration!r})")
         for name, default in FAMILY_DEFAULTS[self.model_family].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)  # frozen: resolved once, at construction

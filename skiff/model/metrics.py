@@ -51,3 +51,21 @@ def majority_baseline_accuracy(y_true: Sequence[int]) -> float:
     """Accuracy of always answering the most frequent class: the floor any model must beat."""
     counts = np.bincount(np.asarray(y_true, dtype=np.int64))
     return float(counts.max() / counts.sum()) if counts.size else 0.0
+
+
+def expected_calibration_error(probabilities: np.ndarray, y_true: Sequence[int], bins: int = 15) -> float:
+    """ECE: how far the top score is from the accuracy it claims, averaged over equal-width
+    confidence bins weighted by their rows (0 is perfectly calibrated)."""
+    y = np.asarray(y_true)
+    if len(y) == 0:
+        return 0.0
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == y
+    # Bin i holds confidences in (i/bins, (i+1)/bins]; the top score of k classes is >= 1/k > 0.
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.sum() * abs(float(correct[members].mean()) - float(confidence[members].mean()))
+    return gap / len(y)

@@ -71,6 +71,9 @@ def metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "served_bytes": metrics["sizes"].get("served", metrics["sizes"]["model.int8.onnx"]),
         "batch1_p50_ms": (metrics.get("latency") or {}).get("batch1_p50_ms"),
         "compression": (metrics.get("compression") or {}).get("method"),
+        # Artifacts from before calibration have none: their scores were never scaled.
+        "ece": (metrics.get("calibration") or {}).get("ece"),
+        "temperature": (metrics.get("calibration") or {}).get("temperature"),
     }
 
 

@@ -61,3 +61,10 @@ def test_fp32_model_can_be_served_for_comparison(sms_artifact: Path) -> None:
 
 def test_artifact_verifies(sms_artifact: Path) -> None:
     assert load_artifact(sms_artifact).labels == ["ham", "spam"]
+
+
+def test_served_scores_are_temperature_scaled_and_the_ece_is_recorded(metrics: dict) -> None:
+    calibration = metrics["calibration"]
+    assert calibration["method"] == "temperature" and 0.05 < calibration["temperature"] < 20
+    assert calibration["nll"] <= calibration["nll_before"] + 1e-9  # T minimises the eval NLL; T = 1 was a candidate
+    assert 0.0 <= calibration["ece"] <= 1.0 and 0.0 <= calibration["ece_before"] <= 1.0

@@ -23,6 +23,7 @@ from torch import nn
 from skiff.model.features import PADDING_ID, BucketRemap, HashedNgramFeaturizer
 from skiff.model.hyperparameters import Hyperparameters
 from training.batches import RaggedTokens
+from training.calibration import CalibratedSoftmax
 from training.export import QuantizationSettings
 from training.families import Family, LabelledTexts, Shipped
 from training.loop import TrainingTask, evaluate
@@ -71,9 +72,10 @@ class WithProbabilities(nn.Module):
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
+        self.probabilities = CalibratedSoftmax()
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.classifier(token_ids).float(), dim=-1)
+        return self.probabilities(self.classifier(token_ids))
 
 
 def _optimizers(model: nn.Module, learning_rate: float, device: torch.device) -> list[torch.optim.Optimizer]:

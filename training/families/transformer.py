@@ -19,6 +19,7 @@ from skiff.errors import ConfigError
 from skiff.model.features import TokenizerFeaturizer, TokenizerSpec
 from skiff.model.hyperparameters import Hyperparameters
 from training.batches import RaggedTokens
+from training.calibration import CalibratedSoftmax
 from training.device import Distributed
 from training.export import QuantizationSettings
 from training.families import Family, LabelledTexts
@@ -47,9 +48,10 @@ class TransformerWithProbabilities(nn.Module):
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
+        self.probabilities = CalibratedSoftmax()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.classifier(input_ids, attention_mask).float(), dim=-1)
+        return self.probabilities(self.classifier(input_ids, attention_mask))
 
 
 def resolve_base_model(hp: Hyperparameters) -> Path:

@@ -108,3 +108,8 @@ def test_prune_rows_other_than_auto_trained_or_a_share_is_refused(raw: str) -> N
 @pytest.mark.parametrize(("raw", "share"), [("auto", None), ("trained", 1.0), ("0.25", 0.25)])
 def test_prune_rows_names_the_share_of_trained_rows_kept(raw: str, share: float | None) -> None:
     assert Hyperparameters(prune_rows=raw).prune_share() == share
+
+
+def test_an_unknown_calibration_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"calibration should be one of \['temperature', 'none'\] \(got: 'platt'\)"):
+        Hyperparameters(calibration="platt")
