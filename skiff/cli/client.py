@@ -243,6 +243,10 @@ class StackClient:
         """Dataset versions, newest first: rows, label counts, how many uploads each holds."""
         return [version.to_dict() for version in self._catalog().versions(limit)]
 
+    def dataset_parts(self, version: str) -> list[dict[str, Any]]:
+        """The uploads a dataset version holds, oldest first (hash, rows, labels, source, when)."""
+        return self._catalog().parts(version, rebuild=False)
+
     def rejections(self, limit: int = 50) -> list[dict[str, Any]]:
         """Rejected uploads, newest first, with the reason and the lines at fault."""
         return self._catalog().rejections(limit)

@@ -78,10 +78,12 @@ def create_app(stack: StackClient, settings: DashboardSettings | None = None) ->
         model = _model_or_404(stack, version)
         metrics = _json_file(stack, model, METRICS)
         manifest = _json_file(stack, model, MANIFEST)
+        dataset = model["lineage"].get("dataset_version")
         return render_template(
             "version.html",
             page="models",
             model=model,
+            parts=_parts_or_none(stack, dataset) if dataset else None,
             metrics=metrics,
             hyperparameters=(manifest or {}).get("hyperparameters") or {},
             has_report=model.get("artifact_uri") is not None,
@@ -157,6 +159,16 @@ def create_app(stack: StackClient, settings: DashboardSettings | None = None) ->
         return _error_page(exc.code, exc.description)
 
     return app
+
+
+def _parts_or_none(stack: StackClient, dataset_version: str) -> list[dict[str, Any]] | None:
+    """The dataset version's uploads; None when its manifest cannot be read (the page still shows)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return stack.dataset_parts(dataset_version)
+    except (ClientError, SkiffError, KeyError, ValueError):  # lineage detail: never hides the version
+        return None
 
 
 def _model_or_404(stack: StackClient, version: str) -> dict[str, Any]:

@@ -182,6 +182,7 @@ def test_browser_version_page_shows_its_report_picture_and_metrics(dashboard: Da
     assert width > 100 and height > 100
     assert page.locator("#per-class tbody tr").count() >= 2
     assert "ds-000001" in page.locator("#lineage").inner_text()
+    assert page.locator("#parts tbody tr").all_inner_texts()[0].startswith("incoming/batch1.csv")  # its upload
     assert "epochs" in page.locator("#hyperparameters").inner_text()
 
 
