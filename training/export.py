@@ -1,17 +1,25 @@
-"""ONNX export, int8 dynamic quantization and the fp32/int8 parity check."""
+"""ONNX export, int8 quantization (dynamic or static) and the fp32/int8 parity check."""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from skiff.model.features import Featurizer
 from skiff.model.predictor import OUTPUT_NAME, session_options
@@ -44,33 +52,87 @@ def export_onnx(exported: torch.nn.Module, path: Path, example: dict[str, np.nda
 
 @dataclass(frozen=True)
 class QuantizationSettings:
-    """onnxruntime dynamic quantization options; recorded in metrics.json."""
+    """onnxruntime quantization options; recorded in metrics.json.
 
+    ``dynamic`` computes each activation's scale from the tensor at run time, so a text's
+    scores move with whatever it is batched with wherever an activation is quantized (the bag
+    family quantizes only its table lookup, whose output scale is fixed, and stays invariant).
+    ``static`` fixes every scale beforehand from calibration inputs (one training text per
+    run): no scale depends on the batch. Its ``op_types`` must leave the attention mask's
+    Add/Softmax in float: calibrated on unpadded texts, a fixed scale would clip the mask's
+    large negatives and let padding leak into attention.
+    """
+
+    method: str = "dynamic"
     weight_type: str = "QInt8"
     per_channel: bool = False
     # reduce_range avoids U8S8 saturation on AVX2-only x86 (onnxruntime docs); VNNI/ARM need not.
     reduce_range: bool = False
     op_types: tuple[str, ...] | None = None
-    """Only these operator types are quantized (None: every type quantize_dynamic supports)."""
+    """Only these operator types are quantized (None: every type onnxruntime supports)."""
+    format: str = "QDQ"
+    """static only: QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses (QDQ), or QLinear* ops (QOperator)."""
+    calibration_texts: int = 256
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
+            "method": self.method,
             "weight_type": self.weight_type,
             "per_channel": self.per_channel,
             "reduce_range": self.reduce_range,
             "op_types": list(self.op_types) if self.op_types is not None else None,
         }
+        if self.method == "static":
+            described |= {"format": self.format, "calibration_texts": self.calibration_texts}
+        return described
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, settings: QuantizationSettings = QuantizationSettings()) -> None:
-    quantize_dynamic(
-        str(fp32_path),
-        str(int8_path),
-        weight_type=QuantType[settings.weight_type],
-        per_channel=settings.per_channel,
-        reduce_range=settings.reduce_range,
-        op_types_to_quantize=list(settings.op_types) if settings.op_types is not None else None,
-    )
+class _Calibration(CalibrationDataReader):
+    """One featurized text per run, as quantize_static reads them."""
+
+    def __init__(self, inputs: Iterable[dict[str, np.ndarray]]) -> None:
+        self.inputs = iter(inputs)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.inputs, None)
+
+
+def quantize_int8(
+    fp32_path: Path,
+    int8_path: Path,
+    settings: QuantizationSettings = QuantizationSettings(),
+    calibration: Iterable[dict[str, np.ndarray]] = (),
+) -> None:
+    """int8 from fp32; ``static`` needs ``calibration``: the featurized inputs its scales come from."""
+    op_types = list(settings.op_types) if settings.op_types is not None else None
+    if settings.method == "dynamic":
+        quantize_dynamic(
+            str(fp32_path),
+            str(int8_path),
+            weight_type=QuantType[settings.weight_type],
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            op_types_to_quantize=op_types,
+        )
+        return
+    if settings.method != "static":
+        raise ValueError(f"expected quantization method dynamic or static (got: {settings.method!r})")
+    with tempfile.TemporaryDirectory() as work:
+        prepared = Path(work) / "prepared.onnx"
+        # ONNX shape inference and graph cleanup first, as onnxruntime recommends for static
+        # quantization (its symbolic pass cannot finish on the dynamo export's dynamic shapes).
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            _Calibration(calibration),
+            quant_format=QuantFormat[settings.format],
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            weight_type=QuantType[settings.weight_type],
+            activation_type=QuantType.QInt8 if settings.format == "QDQ" else QuantType.QUInt8,
+            op_types_to_quantize=op_types,
+        )
 
 
 def onnx_probabilities(path: Path, featurizer: Featurizer, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -116,7 +116,8 @@ def build_artifact(
     featurizer = shipped.featurizer
     exportable, calibration = _calibrated(shipped.exportable, featurizer, data.evaluation.texts, eval_y, hp)
     export_onnx(exportable, fp32_path, featurizer.encode(data.evaluation.texts[:2]))
-    quantize_int8(fp32_path, int8_path, family.quantization)
+    calibration_texts = data.train.texts[: family.quantization.calibration_texts]
+    quantize_int8(fp32_path, int8_path, family.quantization, (featurizer.encode([t]) for t in calibration_texts))
     fp32_scores = onnx_probabilities(fp32_path, featurizer, data.evaluation.texts)
     # Serving runs the int8 model on one text and on up to MAX_BATCH_TEXTS at once; both must agree with fp32.
     int8_by_batch = {

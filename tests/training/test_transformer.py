@@ -58,6 +58,21 @@ def test_int8_is_smaller_and_passes_parity(artifact: Path) -> None:
     assert metrics["sizes"]["model.int8.onnx"] < metrics["sizes"]["model.fp32.onnx"]
     assert metrics["parity"]["passed"] is True
     assert metrics["quantization"]["per_channel"] is True
+    assert metrics["quantization"]["method"] == "static"
+
+
+def test_a_texts_int8_scores_do_not_depend_on_its_batch(artifact: Path, small_sms: tuple[Path, Path]) -> None:
+    """Static scales: alone, or padded inside a batch of longer texts, a text gets the same scores."""
+    from skiff.model.predictor import Predictor
+
+    predictor = Predictor.from_directory(artifact)
+    texts = list(read_csv(small_sms[1]).texts[:64])
+    short = min(texts, key=len)
+    alone = predictor.predict([short])[0].scores
+    batched = predictor.predict([*texts, short])[-1].scores
+    assert max(abs(alone[label] - batched[label]) for label in alone) <= 1e-6
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    assert metrics["parity"]["batch_max_score_difference"] <= 1e-6  # over the whole eval split, batch 1 vs 64
 
 
 def test_serving_needs_neither_torch_nor_transformers(artifact: Path) -> None:

@@ -28,6 +28,13 @@ from training.loop import TrainingTask
 TOKENIZER_FILE = "tokenizer.json"
 
 
+QUANTIZATION = QuantizationSettings(
+    method="static",  # a text's scores must not depend on its batch (dynamic scales do)
+    per_channel=True,  # keeps the encoder's weights accurate
+    op_types=("MatMul", "Gemm", "Gather"),  # the weights and embeddings; mask arithmetic stays float
+)
+
+
 class TransformerClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_labels: int, *, has_unused_parameters: bool = False) -> None:
         super().__init__()
@@ -121,5 +128,5 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
         TransformerWithProbabilities,
         featurize_seconds,
         featurizer_files=(TOKENIZER_FILE,),
-        quantization=QuantizationSettings(per_channel=True),  # per-channel keeps encoder weights accurate
+        quantization=QUANTIZATION,
     )
