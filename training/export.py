@@ -70,8 +70,8 @@ class QuantizationSettings:
     reduce_range: bool = False
     op_types: tuple[str, ...] | None = None
     """Only these operator types are quantized (None: every type onnxruntime supports)."""
-    format: str = "QDQ"
-    """static only: QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses (QDQ), or QLinear* ops (QOperator)."""
+    format: str = "QOperator"
+    """static only: QLinear* ops (QOperator), or QuantizeLinear/DequantizeLinear pairs (QDQ)."""
     calibration_texts: int = 256
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class Dashboard:
     url: str
     client: StackClient
     versions: list[str]  # oldest first
+    outputs_file: Path  # for `skiff ... --stack`
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     work = tmp_path_factory.mktemp("dashboard-stack")
     config = LocalStackConfig(work_dir=work / "stack", hyperparameters=SMALL, alias_ttl_seconds=0.2)
     with LocalStack(config) as stack:
+        outputs_file = work / "outputs.json"
+        outputs_file.write_text(json.dumps(stack.outputs()))
         client = StackClient(StackOutputs.from_dict(stack.outputs(), "the test stack"))
         versions = []
         for batch, seed in enumerate((3, 11), start=1):
@@ -55,7 +58,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield Dashboard(f"http://127.0.0.1:{server.server_port}", client, versions)
+            yield Dashboard(f"http://127.0.0.1:{server.server_port}", client, versions, outputs_file)
         finally:
             server.shutdown()
             server.server_close()
@@ -75,11 +78,19 @@ def serving_version(client: StackClient) -> str:
     return client.production()["production"]["version"]
 
 
-def answering_version(client: StackClient, expected: str, timeout: float = 10) -> str:
-    """What /predict answers with, once it is ``expected`` or the time is up (the alias cache)."""
+def answering_version(dashboard: Dashboard, expected: str, timeout: float = 10) -> str:
+    """What `skiff predict` answers with, once it is ``expected`` or the time is up (the alias cache)."""
+    import contextlib
+    import io
+
+    from skiff.cli.main import main
+
     deadline = time.monotonic() + timeout
     while True:
-        version = client.predict(["is this thing on?"])["model_version"]
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(["predict", "--stack", str(dashboard.outputs_file), "--json", "is this thing on?"]) == 0
+        version = json.loads(printed.getvalue())["model_version"]
         if version == expected or time.monotonic() > deadline:
             return version
         time.sleep(0.2)
@@ -209,7 +220,7 @@ def test_browser_confirmed_rollback_changes_which_version_answers(dashboard: Das
     assert outcome.inner_text() == f"production is now {first} (was {second})"
     # Without a reload, the table already marks the new serving version.
     page.locator(f"#models tr.serving[data-version='{first}']").wait_for()
-    assert answering_version(dashboard.client, first) == first
+    assert answering_version(dashboard, first) == first
     assert dashboard.client.history()[0]["reason"] == "browser test rollback"
 
 
@@ -220,7 +231,7 @@ def test_browser_promote_from_a_version_page(dashboard: Dashboard, page: Any) ->
     page.get_by_role("button", name="Promote").click()
     page.get_by_role("button", name="Confirm").click()
     page.locator("#outcome", has_text=f"production is now {other}").wait_for()
-    assert answering_version(dashboard.client, other) == other
+    assert answering_version(dashboard, other) == other
 
 
 def test_browser_history_lists_alias_changes(dashboard: Dashboard, page: Any) -> None:

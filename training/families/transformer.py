@@ -32,6 +32,9 @@ QUANTIZATION = QuantizationSettings(
     method="static",  # a text's scores must not depend on its batch (dynamic scales do)
     per_channel=True,  # keeps the encoder's weights accurate
     op_types=("MatMul", "Gemm", "Gather"),  # the weights and embeddings; mask arithmetic stays float
+    # QLinear ops: as fast as dynamic int8 on MiniLM; QDQ was 11× slower per text (its embedding
+    # table's DequantizeLinear runs on the whole table every call). benchmarks/RESULTS.md.
+    format="QOperator",
 )
 
 
