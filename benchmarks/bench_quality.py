@@ -91,7 +91,18 @@ def sklearn_peer(kind: str, train_texts: list[str], train_labels: list[str]) -> 
     }
 
 
-def skiff_bag(workdir: Path) -> tuple[Any, dict[str, Any]]:
+SKIFF_VARIANTS = {
+    "Skiff bag (default), int8": {},
+    "Skiff bag, unpruned (prune_rows=trained), int8": {"prune_rows": "trained"},
+    "Skiff bag, embedding head, char 3-4 (the old default's shape), int8": {
+        "bag_head": "embedding",
+        "char_ngrams": "3-4",
+    },
+}
+"""Skiff's default beside the choices it was made from, trained and scored in the same run."""
+
+
+def skiff_bag(workdir: Path, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     import torch
 
     from skiff.data.dataset import read_csv, split_dataset
@@ -100,8 +111,8 @@ def skiff_bag(workdir: Path) -> tuple[Any, dict[str, Any]]:
     from skiff.model.predictor import Predictor
     from training.pipeline import TrainingData, build_artifact
 
-    hp = Hyperparameters()
-    model_dir = workdir / "bag"
+    hp = Hyperparameters(**overrides)
+    model_dir = workdir
     # Eval split from train only (hashed): the test set stays unseen, as for the peers.
     train, held_out = split_dataset(read_csv(SMS / "train.csv"), hp.eval_fraction)
     began = time.perf_counter()
@@ -113,8 +124,24 @@ def skiff_bag(workdir: Path) -> tuple[Any, dict[str, Any]]:
         "train_seconds": seconds,
         "held_out_accuracy": metrics["eval"]["int8"]["accuracy"],  # beside the peers' CV figure
         "size_bytes": size,
+        "hyperparameters": overrides,
+        "kept_rows": metrics["compression"].get("kept_rows"),
+        "temperature": (metrics.get("calibration") or {}).get("temperature"),
         "parity": metrics["parity"],
     }
+
+
+def test_ece(predictor: Any, texts: list[str], labels: list[str]) -> float:
+    """Expected calibration error of the served scores on the test set (15 bins)."""
+    import numpy as np
+
+    from skiff.model.metrics import expected_calibration_error
+    from skiff.model.predictor import MAX_BATCH_TEXTS
+
+    probabilities = np.concatenate(
+        [predictor.probabilities(texts[i : i + MAX_BATCH_TEXTS]) for i in range(0, len(texts), MAX_BATCH_TEXTS)]
+    )
+    return expected_calibration_error(probabilities, [predictor.labels.index(label) for label in labels])
 
 
 def main() -> None:
@@ -137,10 +164,12 @@ def main() -> None:
         info["batch1_latency_us"] = latency_us(lambda m=model: m.predict([test_texts[0]]), repeats=300)
         details[name] = info
     with tempfile.TemporaryDirectory() as scratch:
-        predictor, info = skiff_bag(Path(scratch))
-        contenders["Skiff bag (default), int8"] = lambda texts: [p.label for p in predictor.predict(texts)]
-        info["batch1_latency_us"] = latency_us(lambda: predictor.predict([test_texts[0]]), repeats=300)
-        details["Skiff bag (default), int8"] = info
+        for index, (name, overrides) in enumerate(SKIFF_VARIANTS.items()):
+            predictor, info = skiff_bag(Path(scratch) / f"bag-{index}", overrides)
+            contenders[name] = lambda texts, p=predictor: [answer.label for answer in p.predict(texts)]
+            info["batch1_latency_us"] = latency_us(lambda p=predictor: p.predict([test_texts[0]]), repeats=300)
+            info["test_ece"] = test_ece(predictor, test_texts, test_labels)
+            details[name] = info
 
         results: dict[str, Any] = {}
         variants = perturbations()

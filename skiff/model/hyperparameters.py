@@ -16,10 +16,14 @@ from skiff.model.features import HashedNgramSpec
 
 MODEL_FAMILIES = ("bag", "transformer")
 CALIBRATIONS = ("temperature", "none")
+BAG_HEADS = ("linear", "embedding")
 FAMILY_DEFAULTS = {
-    "bag": {"epochs": 10, "learning_rate": 0.02},
+    # The linear head trains with plain SGD (a large step suits its TF-IDF-normalized inputs,
+    # whose norm is 1); the embedding head with Adam. benchmarks/bench_quality.py chose both.
+    ("bag", "linear"): {"epochs": 10, "learning_rate": 10.0},
+    ("bag", "embedding"): {"epochs": 10, "learning_rate": 0.02},
     # Fine-tuning a pretrained encoder wants few epochs and a small step.
-    "transformer": {"epochs": 3, "learning_rate": 5e-5},
+    ("transformer", None): {"epochs": 3, "learning_rate": 5e-5},
 }
 
 
@@ -46,7 +50,8 @@ MAX_TABLE_WEIGHTS = 1 << 28  # float32: 1 GiB
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """None for ``epochs`` / ``learning_rate`` means the model family's default (FAMILY_DEFAULTS).
+    """None for ``epochs`` / ``learning_rate`` means the model family's (and bag head's) default
+    (FAMILY_DEFAULTS).
 
     ``batch_size`` None lets the job choose for its device (32 on CPU, larger on a GPU, with the
     learning rate scaled to match; training/device.py), and the job records what it chose.
@@ -60,7 +65,7 @@ class Hyperparameters:
     dropout: float = 0.1
     buckets: int = 1 << 18
     word_ngrams: int = 2
-    char_ngrams: str = "3-4"
+    char_ngrams: str = "2-5"
     max_features: int = 2048
     eval_fraction: float = 0.2
     seed: int = 13
@@ -70,11 +75,18 @@ class Hyperparameters:
     # "temperature": the served scores are softmax(logits / T), T fitted on the eval split
     # (training/calibration.py); "none" ships the raw scores.
     calibration: str = "temperature"
+    # bag family: "linear" scores a text straight from its n-grams' table rows (one weight per
+    # label, TF-IDF pooled: training/families/bag.py); "embedding" averages embedding_dim-wide
+    # rows and classifies the mean (fastText-style, with dropout).
+    bag_head: str = "linear"
     # bag family: which rows of the hashed table ship (training/families/bag.py). Rows training
     # never touched never ship; "trained" keeps all the others, a fraction keeps that share of
     # them (the ones that move the logits most), "auto" the smallest share whose eval accuracy
-    # stays within prune_tolerance of the unpruned model's.
-    prune_rows: str = "auto"
+    # stays within prune_tolerance of the unpruned model's. The default ships every trained row:
+    # with the linear head that is 0.68 MB on sms-spam, and "auto" there chose 2 % of the rows
+    # (28 KB) for a 0.11-point loss on the eval split that was 0.45 on test.csv
+    # (benchmarks/RESULTS.md, "Model quality").
+    prune_rows: str = "trained"
     prune_tolerance: float = 0.0025  # a quarter point: on a ~900-row eval split, 1 row is 0.11 pt
     # transformer family
     base_model: str = ""  # a Hugging Face model directory; empty: the base_model channel, else all-MiniLM-L6-v2
@@ -86,7 +98,10 @@ class Hyperparameters:
             raise ConfigError(f"model_family should be one of {list(MODEL_FAMILIES)} (got: {self.model_family!r})")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"calibration should be one of {list(CALIBRATIONS)} (got: {self.calibration!r})")
-        for name, default in FAMILY_DEFAULTS[self.model_family].items():
+        if self.bag_head not in BAG_HEADS:
+            raise ConfigError(f"bag_head should be one of {list(BAG_HEADS)} (got: {self.bag_head!r})")
+        head = self.bag_head if self.model_family == "bag" else None
+        for name, default in FAMILY_DEFAULTS[(self.model_family, head)].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)  # frozen: resolved once, at construction
         for name, (low, high) in BOUNDS.items():

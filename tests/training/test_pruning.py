@@ -32,8 +32,8 @@ def metrics(sms_artifact: Path) -> dict:
 
 def test_pruned_bag_by_default_serves_under_2_5_mb(metrics: dict) -> None:
     compression = metrics["compression"]
-    assert (compression["method"], compression["prune_rows"]) == ("bag-table-rows", "auto")
-    assert compression["kept_rows"] < compression["trained_rows"] < compression["table_rows"]
+    assert (compression["method"], compression["prune_rows"]) == ("bag-table-rows", "trained")
+    assert compression["kept_rows"] == compression["trained_rows"] < compression["table_rows"]
     assert metrics["sizes"]["served"] <= 2_500_000
 
 
@@ -73,7 +73,7 @@ def test_pruned_bag_serves_in_a_fresh_process_without_torch(sms_artifact: Path) 
     assert answer["label"] == "spam"
 
 
-def test_pruned_model_answers_exactly_as_the_trained_one_with_unkept_rows_zeroed(
+def test_pruned_model_answers_exactly_as_the_trained_one_with_unkept_rows_zeroed_and_unseen(
     demo_csv: Path, tmp_path: Path
 ) -> None:
     rows = read_csv(demo_csv).examples
@@ -86,17 +86,19 @@ def test_pruned_model_answers_exactly_as_the_trained_one_with_unkept_rows_zeroed
     torch.manual_seed(0)
     trained = family.task.build_model()
     with torch.no_grad():
-        trained.classifier.weight.normal_()  # a head that separates the labels: rows rank by importance
+        trained.embedding.weight.normal_()  # rows that separate the labels: they rank by importance
+        trained.embedding.weight[PADDING_ID] = 0
     shipped = prune(trained, family.task, hp, family.featurizer, tmp_path)
     kept = torch.from_numpy(np.load(tmp_path / KEPT_BUCKETS_FILE).astype(np.int64))
     assert len(kept) == shipped.compression["kept_rows"] == math.ceil(0.5 * shipped.compression["trained_rows"])
 
     zeroed = family.task.build_model()
+    unkept = torch.ones(len(zeroed.embedding.weight), dtype=torch.bool).index_fill(0, kept, False)
+    unkept[PADDING_ID] = False
     with torch.no_grad():
         zeroed.load_state_dict(trained.state_dict())
-        zeroed.embedding.weight[
-            torch.ones(len(zeroed.embedding.weight), dtype=torch.bool).index_fill(0, kept, False)
-        ] = 0
+        zeroed.embedding.weight[unkept] = 0
+        zeroed.idf_codes[unkept] = 0  # an unkept n-gram weighs as one training never saw: nothing
     raw = torch.from_numpy(family.featurizer.encode(texts[400:])["token_ids"])
     remapped = torch.from_numpy(shipped.featurizer.encode(texts[400:])["token_ids"])
     assert (remapped == PADDING_ID).equal(raw == PADDING_ID)
@@ -114,3 +116,13 @@ def test_prune_rows_trained_ships_every_trained_row_and_no_other(demo_csv: Path,
     tables = [t for t in onnx.load(str(tmp_path / MODEL_FP32)).graph.initializer if len(t.dims) == 2]
     table = max(tables, key=lambda t: t.dims[0])  # the embedding table; the head is labels x 16
     assert table.dims[0] == compression["kept_rows"] + 2  # padding, the kept rows, the zero row of all others
+
+
+def test_prune_rows_auto_ships_the_smallest_share_within_the_tolerance(demo_csv: Path, tmp_path: Path) -> None:
+    train, evaluation = split_dataset(read_csv(demo_csv), 0.2)
+    hp = Hyperparameters(**SMALL, prune_rows="auto")
+    compression = build_artifact(TrainingData(train, evaluation, "hashed-split"), hp, tmp_path)["compression"]
+    floor = compression["unpruned_eval_accuracy"] - compression["tolerance"]
+    *refused, chosen = compression["tried"]
+    assert all(t["eval_accuracy"] < floor for t in refused)
+    assert chosen["eval_accuracy"] >= floor and chosen["rows"] == compression["kept_rows"]

@@ -113,3 +113,21 @@ def test_prune_rows_names_the_share_of_trained_rows_kept(raw: str, share: float 
 def test_an_unknown_calibration_is_refused_naming_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"calibration should be one of \['temperature', 'none'\] \(got: 'platt'\)"):
         Hyperparameters(calibration="platt")
+
+
+def test_an_unknown_bag_head_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"bag_head should be one of \['linear', 'embedding'\] \(got: 'deep'\)"):
+        Hyperparameters(bag_head="deep")
+
+
+@pytest.mark.parametrize(
+    ("family", "head", "epochs", "learning_rate"),
+    [("bag", "linear", 10, 10.0), ("bag", "embedding", 10, 0.02), ("transformer", "linear", 3, 5e-5)],
+)
+def test_defaults_follow_the_family_and_the_bag_head(family: str, head: str, epochs: int, learning_rate: float) -> None:
+    hp = Hyperparameters(model_family=family, bag_head=head)
+    assert (hp.epochs, hp.learning_rate) == (epochs, learning_rate)
+
+
+def test_a_given_learning_rate_wins_over_the_heads_default() -> None:
+    assert Hyperparameters(bag_head="embedding", learning_rate=0.5).learning_rate == 0.5
