@@ -75,7 +75,7 @@ spec = json.loads(s3.get_object(Bucket=sys.argv[1], Key=sys.argv[2] + "preproces
 spec = {**{k: v for k, v in spec.items() if k != "kept_buckets_file"}, "version": 1}
 state = torch.load("/tmp/skiff-bench-model.pt", map_location="cpu", weights_only=False)
 hp = state["identity"]["hyperparameters"]
-model = BagOfNgrams(hp["buckets"], hp["embedding_dim"], len(state["identity"]["labels"]))
+model = BagOfNgrams(hp["buckets"], hp["embedding_dim"], len(state["identity"]["labels"]), head=hp["bag_head"])
 model.load_state_dict(state["model"])
 served = WithProbabilities(model).eval()
 with torch.no_grad():

@@ -33,7 +33,7 @@ from skiff.model.features import featurizer_from_spec
 state = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
 spec = json.load(open(sys.argv[2]))
 hp = state["identity"]["hyperparameters"]
-model = BagOfNgrams(hp["buckets"], hp["embedding_dim"], len(state["identity"]["labels"]))
+model = BagOfNgrams(hp["buckets"], hp["embedding_dim"], len(state["identity"]["labels"]), head=hp["bag_head"])
 model.load_state_dict(state["model"])
 served = WithProbabilities(model).eval()
 ids = featurizer_from_spec(spec).encode([sys.argv[3]])["token_ids"]
@@ -87,7 +87,7 @@ def main() -> None:
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     from training.families.bag import BagOfNgrams
 
-    model = BagOfNgrams(hp.buckets, hp.embedding_dim, 2)
+    model = BagOfNgrams(hp.buckets, hp.embedding_dim, 2, head=hp.bag_head)
     model.load_state_dict(state["model"])
     eager = WithProbabilities(model).eval()
 

@@ -109,7 +109,7 @@ def _torch_model(family: str, work: Path, artifact: object, inputs: dict) -> obj
     if family == "bag":
         from training.families.bag import BagOfNgrams
 
-        model = BagOfNgrams(hp["buckets"], hp["embedding_dim"], 2)
+        model = BagOfNgrams(hp["buckets"], hp["embedding_dim"], 2, head=hp["bag_head"])
     else:
         from transformers import AutoConfig, AutoModel
 
