@@ -38,14 +38,34 @@ _TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")
 """Runs of letters, runs of digits, and single symbols ('£', '!', '&' matter for spam)."""
 
 
-def normalize(text: str) -> str:
-    """Unicode NFKC (full-width and compatibility forms fold together), then casefold."""
+PLAIN = "NFKC+casefold"
+"""Unicode NFKC (full-width and compatibility forms fold together), then casefold: what every
+spec before version 3 used."""
+FOLDED = "NFKC+casefold+ascii-quotes+strip-accents"
+"""PLAIN after typographic quotes become ASCII ones and Latin accents are dropped ("café" and
+"cafe", "don’t" and "don't" are one word): phones type curly quotes, people drop accents, and
+on sms-spam both together cost the bag model a point it did not lose on plain text."""
+NORMALIZATIONS = (PLAIN, FOLDED)
+
+_ASCII_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u02bc": "'"}
+    | {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"'}
+)
+_LATIN_ACCENTS = re.compile("[\u0300-\u036f]")
+"""The Combining Diacritical Marks block only: marks of other scripts (a Devanagari virama, a
+Hebrew point) carry meaning and stay."""
+
+
+def normalize(text: str, normalization: str = FOLDED) -> str:
+    """Fold ``text`` as ``normalization`` (one of NORMALIZATIONS) says."""
+    if normalization == FOLDED and not text.isascii():
+        text = _LATIN_ACCENTS.sub("", unicodedata.normalize("NFKD", text.translate(_ASCII_QUOTES)))
     return unicodedata.normalize("NFKC", text).casefold()
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, normalization: str = FOLDED) -> list[str]:
     """Split normalized text into letter runs, digit runs and single symbols."""
-    return _TOKEN.findall(normalize(text))
+    return _TOKEN.findall(normalize(text, normalization))
 
 
 @lru_cache(maxsize=1 << 20)
@@ -85,6 +105,9 @@ class HashedNgramSpec:
     PRUNED_VERSION: ClassVar[int] = 2
     """Written only for pruned tables, so a server that predates pruning refuses them (a v1
     reader would feed raw bucket ids to a compact table)."""
+    NORMALIZATION_VERSION: ClassVar[int] = 3
+    """Written when ``normalization`` is not PLAIN (pruned or not), so a server that predates the
+    field refuses the spec instead of folding text differently from training."""
 
     buckets: int = 1 << 18
     word_ngrams: int = 2
@@ -92,8 +115,11 @@ class HashedNgramSpec:
     max_features: int = 2048
     kept_buckets_file: str | None = None
     """Pruned tables: the artifact's file of kept bucket ids (see :class:`BucketRemap`)."""
+    normalization: str = FOLDED
 
     def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization should be one of {list(NORMALIZATIONS)} (got: {self.normalization!r})")
         if self.buckets < 2:
             raise ConfigError(f"buckets should be >= 2 (got: {self.buckets})")
         if self.word_ngrams < 1:
@@ -110,10 +136,13 @@ class HashedNgramSpec:
         body["char_ngrams"] = list(self.char_ngrams) if self.char_ngrams else None
         if self.kept_buckets_file is None:
             del body["kept_buckets_file"]  # an unpruned spec stays exactly what version 1 wrote
+        if self.normalization != PLAIN:
+            version = self.NORMALIZATION_VERSION
+        else:
+            version = self.PRUNED_VERSION if self.kept_buckets_file else self.VERSION
         return {
             "family": self.FAMILY,
-            "version": self.PRUNED_VERSION if self.kept_buckets_file else self.VERSION,
-            "normalization": "NFKC+casefold",
+            "version": version,
             "hash": "blake2b-64",
             "padding_id": PADDING_ID,
             **body,
@@ -122,12 +151,11 @@ class HashedNgramSpec:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> HashedNgramSpec:
         version = spec.get("version")
-        if version not in (cls.VERSION, cls.PRUNED_VERSION):
-            raise ConfigError(
-                f"expected {cls.FAMILY} preprocessing version {cls.VERSION} or {cls.PRUNED_VERSION} (got: {version!r})"
-            )
+        versions = (cls.VERSION, cls.PRUNED_VERSION, cls.NORMALIZATION_VERSION)
+        if version not in versions:
+            raise ConfigError(f"expected {cls.FAMILY} preprocessing version one of {list(versions)} (got: {version!r})")
         kept = spec.get("kept_buckets_file")
-        if (version == cls.PRUNED_VERSION) != bool(kept):
+        if version != cls.NORMALIZATION_VERSION and (version == cls.PRUNED_VERSION) != bool(kept):
             raise ConfigError(
                 f"expected kept_buckets_file exactly in a version {cls.PRUNED_VERSION} {cls.FAMILY} spec "
                 f"(got: version {version}, kept_buckets_file {kept!r})"
@@ -139,6 +167,8 @@ class HashedNgramSpec:
             char_ngrams=(int(char_ngrams[0]), int(char_ngrams[1])) if char_ngrams else None,
             max_features=int(spec["max_features"]),
             kept_buckets_file=str(kept) if kept else None,
+            # Before version 3 the field was written but always PLAIN, and readers ignored it.
+            normalization=str(spec.get("normalization")) if version == cls.NORMALIZATION_VERSION else PLAIN,
         )
 
 
@@ -209,7 +239,7 @@ class HashedNgramFeaturizer:
 
     def features(self, text: str) -> list[str]:
         """The feature strings of one text, in a fixed order, before hashing."""
-        tokens = tokenize(text)
+        tokens = tokenize(text, self.spec.normalization)
         out: list[str] = []
         for n in range(1, self.spec.word_ngrams + 1):
             # The prefix keeps n-gram orders apart: the unigram "a b" cannot collide with a bigram.
@@ -232,7 +262,7 @@ class HashedNgramFeaturizer:
         same words recur from text to text; what is left per text is tokenizing and its word
         n-grams."""
         buckets = self.spec.buckets
-        tokens = tokenize(text)
+        tokens = tokenize(text, self.spec.normalization)
         out = [_bucket("w1:" + token, buckets) for token in tokens]
         for n in range(2, self.spec.word_ngrams + 1):
             out.extend(_bucket(f"w{n}:" + " ".join(tokens[i : i + n]), buckets) for i in range(len(tokens) - n + 1))

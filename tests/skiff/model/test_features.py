@@ -11,7 +11,9 @@ import pytest
 
 from skiff.errors import ConfigError
 from skiff.model.features import (
+    FOLDED,
     PADDING_ID,
+    PLAIN,
     BucketRemap,
     HashedNgramFeaturizer,
     HashedNgramSpec,
@@ -89,8 +91,8 @@ def test_unknown_family_is_refused_with_the_known_ones_named() -> None:
 
 
 def test_newer_spec_version_is_refused() -> None:
-    spec = {**HashedNgramSpec().to_dict(), "version": 3}
-    with pytest.raises(ConfigError, match=r"version 1 or 2 \(got: 3\)"):
+    spec = {**HashedNgramSpec().to_dict(), "version": 4}
+    with pytest.raises(ConfigError, match=r"version one of \[1, 2, 3\] \(got: 4\)"):
         featurizer_from_spec(spec)
 
 
@@ -105,21 +107,57 @@ def test_pruned_remap_with_nothing_kept_sends_every_bucket_to_the_zero_row() -> 
     assert BucketRemap(np.array([], dtype=np.int64), buckets=8)(np.array([[5, 0]])).tolist() == [[1, 0]]
 
 
-def test_pruned_spec_round_trips_as_version_2_with_its_file(tmp_path: Path) -> None:
-    featurizer = HashedNgramFeaturizer(HashedNgramSpec(buckets=64))
+@pytest.mark.parametrize(("normalization", "version"), [(PLAIN, 2), (FOLDED, 3)])
+def test_pruned_spec_round_trips_with_its_file(normalization: str, version: int, tmp_path: Path) -> None:
+    featurizer = HashedNgramFeaturizer(HashedNgramSpec(buckets=64, normalization=normalization))
     remap = BucketRemap(np.array(sorted(set(featurizer.ids(TEXTS[0]))), dtype=np.int64), buckets=64)
     remap.save(tmp_path / "kept.npy")
     spec = featurizer.pruned(remap, "kept.npy").to_spec()
-    assert (spec["version"], spec["kept_buckets_file"]) == (2, "kept.npy")
+    assert (spec["version"], spec["kept_buckets_file"], spec["normalization"]) == (version, "kept.npy", normalization)
     rebuilt = featurizer_from_spec(json.loads(json.dumps(spec)), tmp_path)
     expected = remap(featurizer.encode(TEXTS)["token_ids"])
     assert (rebuilt.encode(TEXTS)["token_ids"] == expected).all()
     assert (expected[0] != remap.unseen_row).all() and (expected[1:] == remap.unseen_row).any()
 
 
-def test_unpruned_spec_stays_version_1_without_a_kept_file() -> None:
-    spec = HashedNgramSpec().to_dict()
+def test_unpruned_plain_spec_stays_version_1_without_a_kept_file() -> None:
+    spec = HashedNgramSpec(normalization=PLAIN).to_dict()
     assert spec["version"] == 1 and "kept_buckets_file" not in spec
+
+
+def test_folded_spec_is_version_3_so_older_servers_refuse_it() -> None:
+    spec = HashedNgramSpec().to_dict()
+    assert (spec["version"], spec["normalization"]) == (3, FOLDED)
+    assert HashedNgramSpec.from_dict(json.loads(json.dumps(spec))) == HashedNgramSpec()
+
+
+def test_specs_before_version_3_keep_the_plain_normalization_they_were_trained_with() -> None:
+    spec = {**HashedNgramSpec().to_dict(), "version": 1, "normalization": "NFKC+casefold"}
+    featurizer = featurizer_from_spec(spec)
+    assert featurizer.ids("caf\u00e9") != HashedNgramFeaturizer().ids("caf\u00e9")
+    assert featurizer.ids("caf\u00e9") == HashedNgramFeaturizer(HashedNgramSpec(normalization=PLAIN)).ids("caf\u00e9")
+
+
+def test_an_unknown_normalization_is_refused_naming_the_choices() -> None:
+    spec = {**HashedNgramSpec().to_dict(), "normalization": "NFC"}
+    with pytest.raises(ConfigError, match=r"normalization should be one of .*\(got: 'NFC'\)"):
+        featurizer_from_spec(spec)
+
+
+def test_folding_makes_curly_quotes_and_latin_accents_one_word_with_their_plain_forms() -> None:
+    featurizer = HashedNgramFeaturizer()
+    assert featurizer.ids("Don\u2019t miss the caf\u00e9 \u201cDEAL\u201d") == featurizer.ids(
+        'don\'t miss the cafe "deal"'
+    )
+    plain = HashedNgramFeaturizer(HashedNgramSpec(normalization=PLAIN))
+    assert plain.ids("caf\u00e9") != plain.ids("cafe")
+
+
+def test_folding_keeps_the_marks_of_other_scripts() -> None:
+    assert tokenize("\u0915\u094d\u0937") == tokenize(
+        "\u0915\u094d\u0937", PLAIN
+    )  # a Devanagari conjunct with its virama
+    assert tokenize("\u00fcber") == ["uber"]
 
 
 def test_pruned_spec_without_its_file_named_is_refused() -> None:
