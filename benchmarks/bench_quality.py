@@ -93,7 +93,7 @@ def sklearn_peer(kind: str, train_texts: list[str], train_labels: list[str]) -> 
 
 SKIFF_VARIANTS = {
     "Skiff bag (default), int8": {},
-    "Skiff bag, unpruned (prune_rows=trained), int8": {"prune_rows": "trained"},
+    "Skiff bag, prune_rows=auto, int8": {"prune_rows": "auto"},
     "Skiff bag, embedding head, char 3-4 (the old default's shape), int8": {
         "bag_head": "embedding",
         "char_ngrams": "3-4",

@@ -3,7 +3,7 @@
 Training and serving must never disagree about how text becomes model input, so both build
 their featurizer from the same serialized spec (``preprocessing.json`` in every artifact).
 A spec names its ``family``; :func:`featurizer_from_spec` picks the implementation. Today
-there is one family, hashed word and character n-grams for the fastText-style model; a
+there is one family, hashed word and character n-grams for the bag family; a
 tokenizer-based family for pretrained encoders plugs in beside it.
 
 Hashing uses BLAKE2b, never Python's ``hash()``, which is salted per process: the same text

@@ -30,7 +30,7 @@ FAMILY_DEFAULTS = {
 BOUNDS: dict[str, tuple[float, float]] = {
     "epochs": (1, 1000),
     "batch_size": (1, 65536),
-    "learning_rate": (1e-7, 10.0),
+    "learning_rate": (1e-7, 100.0),  # plain SGD on the bag's linear head takes steps of 10 and more
     "embedding_dim": (1, 4096),
     "dropout": (0.0, 1.0),
     "buckets": (2, 1 << 24),
@@ -42,6 +42,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "max_length": (2, 4096),
     "gradient_accumulation_steps": (1, 1024),
     "prune_tolerance": (0.0, 0.1),
+    "encoder_layers": (0, 128),
+    "vocabulary_min_count": (0, 1_000_000),
 }
 """Inclusive ranges, checked (NaN and infinities refused) wherever hyperparameters enter: the CLI,
 the stack's config, the job launcher and the job itself all build this class."""
@@ -76,8 +78,8 @@ class Hyperparameters:
     # (training/calibration.py); "none" ships the raw scores.
     calibration: str = "temperature"
     # bag family: "linear" scores a text straight from its n-grams' table rows (one weight per
-    # label, TF-IDF pooled: training/families/bag.py); "embedding" averages embedding_dim-wide
-    # rows and classifies the mean (fastText-style, with dropout).
+    # label, TF-IDF pooled: training/families/bag.py); "embedding" pools embedding_dim-wide
+    # rows the same way and classifies them with a linear layer (fastText-style, with dropout).
     bag_head: str = "linear"
     # bag family: which rows of the hashed table ship (training/families/bag.py). Rows training
     # never touched never ship; "trained" keeps all the others, a fraction keeps that share of
@@ -92,6 +94,11 @@ class Hyperparameters:
     base_model: str = ""  # a Hugging Face model directory; empty: the base_model channel, else all-MiniLM-L6-v2
     max_length: int = 64
     gradient_accumulation_steps: int = 1
+    # transformer compression (training/families/transformer.py): keep the bottom N encoder
+    # layers (0: all of the base model's), and the tokens training texts use at least this many
+    # times plus the special ones (0: the base model's whole vocabulary).
+    encoder_layers: int = 0
+    vocabulary_min_count: int = 0
 
     def __post_init__(self) -> None:
         if self.model_family not in MODEL_FAMILIES:

@@ -3,14 +3,24 @@
 Text -> the encoder's own tokenizer (``tokenizer.json`` through skiff's TokenizerFeaturizer,
 the very code serving runs) -> encoder -> mean pooling over real tokens -> linear head.
 All texts are tokenized once, up front; the loop cuts length-bucketed batches from them.
+
+Two cuts, before fine-tuning, so the model learns to work without what they remove:
+``encoder_layers`` keeps the bottom N layers (latency falls with each), and
+``vocabulary_min_count`` keeps only the tokens the training texts use (MiniLM's 30,522 × 384
+embedding table is most of its file, and most of it never occurs in one customer's data): the
+word-embedding rows are sliced and the tokenizer that ships is rewritten with the new ids.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +32,7 @@ from training.batches import RaggedTokens
 from training.calibration import CalibratedSoftmax
 from training.device import Distributed
 from training.export import QuantizationSettings
-from training.families import Family, LabelledTexts
+from training.families import Family, LabelledTexts, Shipped
 from training.loop import TrainingTask
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -91,9 +101,78 @@ def load_encoder(base_model: Path) -> tuple[nn.Module, bool]:
         return AutoModel.from_pretrained(str(base_model)), True
 
 
-def _classifier(base_model: Path, num_labels: int) -> TransformerClassifier:
+def _classifier(base_model: Path, num_labels: int, cuts: Cuts) -> TransformerClassifier:
     encoder, has_unused_parameters = load_encoder(base_model)
+    if cuts.layers is not None:
+        keep_bottom_layers(encoder, cuts.layers)
+    if cuts.token_ids is not None:
+        slice_word_embeddings(encoder, cuts.token_ids, cuts.pad_id)
     return TransformerClassifier(encoder, num_labels, has_unused_parameters=has_unused_parameters)
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """What compression removes from the base model: layers past ``layers``, and every token id
+    not in ``token_ids`` (ascending; the i-th becomes id i, ``pad_id`` is [PAD]'s new id)."""
+
+    layers: int | None = None
+    token_ids: list[int] | None = None
+    pad_id: int = 0
+
+
+def _encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(
+            f"expected a BERT-style encoder (encoder.layer) to cut layers from (got: {type(encoder).__name__})"
+        )
+    return layers
+
+
+def keep_bottom_layers(encoder: nn.Module, count: int) -> None:
+    layers = _encoder_layers(encoder)
+    if count > len(layers):
+        raise ConfigError(f"encoder_layers should be at most the base model's {len(layers)} (got: {count})")
+    encoder.encoder.layer = nn.ModuleList(list(layers)[:count])
+    encoder.config.num_hidden_layers = count
+
+
+def slice_word_embeddings(encoder: nn.Module, token_ids: list[int], pad_id: int) -> None:
+    table = encoder.get_input_embeddings().weight.detach()
+    kept = nn.Embedding(len(token_ids), table.shape[1], padding_idx=pad_id)
+    with torch.no_grad():
+        kept.weight.copy_(table[torch.as_tensor(token_ids)])
+    encoder.set_input_embeddings(kept)
+    encoder.config.vocab_size, encoder.config.pad_token_id = len(token_ids), pad_id
+
+
+def prune_vocabulary(tokenizer: dict[str, Any], keep: set[int]) -> tuple[dict[str, Any], list[int]]:
+    """``tokenizer.json`` rewritten to hold only the ``keep`` ids and the special tokens, renumbered
+    in their old order; also returns the kept old ids, ascending (row i of the new table).
+
+    WordPiece only: its vocabulary is a plain token -> id map, and a word whose pieces are all
+    kept tokenizes exactly as before (greedy longest match finds the same pieces). BPE and
+    Unigram vocabularies are tied to merges and scores, so they are refused."""
+    model = tokenizer.get("model", {})
+    if model.get("type") != "WordPiece":
+        raise ConfigError(f"expected a WordPiece tokenizer to prune the vocabulary of (got: {model.get('type')!r})")
+    special = {int(t["id"]) for t in tokenizer.get("added_tokens", [])}
+    special.add(int(model["vocab"][model["unk_token"]]))
+    old_ids = sorted((keep | special) & set(model["vocab"].values()))
+    new_id = {old: new for new, old in enumerate(old_ids)}
+    pruned = json.loads(json.dumps(tokenizer))  # a deep copy of plain JSON
+    pruned["model"]["vocab"] = {token: new_id[i] for token, i in model["vocab"].items() if i in new_id}
+    for token in pruned.get("added_tokens", []):
+        token["id"] = new_id[int(token["id"])]
+    processor = pruned.get("post_processor") or {}
+    for entry in (processor.get("special_tokens") or {}).values():  # TemplateProcessing
+        entry["ids"] = [new_id[int(i)] for i in entry["ids"]]
+    for name in ("cls", "sep"):  # BertProcessing, RobertaProcessing: [token, id]
+        if isinstance(processor.get(name), list):
+            processor[name][1] = new_id[int(processor[name][1])]
+    if pruned.get("padding"):
+        pruned["padding"]["pad_id"] = new_id[int(pruned["padding"]["pad_id"])]
+    return pruned, old_ids
 
 
 def _optimizers(model: nn.Module, learning_rate: float, device: torch.device) -> list[torch.optim.Optimizer]:
@@ -109,15 +188,41 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
     base = resolve_base_model(hp)
     if not (base / TOKENIZER_FILE).is_file():
         raise ConfigError(f"expected {TOKENIZER_FILE} in the base model {base} (got: missing)")
-    if Distributed.from_env().is_writer:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(base / TOKENIZER_FILE, model_dir / TOKENIZER_FILE)  # the tokenizer travels in the artifact
-    featurizer = TokenizerFeaturizer(TokenizerSpec(max_length=hp.max_length, tokenizer_file=TOKENIZER_FILE), base)
+    spec = TokenizerSpec(max_length=hp.max_length, tokenizer_file=TOKENIZER_FILE)
+    featurizer = TokenizerFeaturizer(spec, base)
     began = time.perf_counter()
-    train, evaluation = tokenize(featurizer, data.train_texts), tokenize(featurizer, data.eval_texts)
+    train = tokenize(featurizer, data.train_texts)
+    tokenizer = json.loads((base / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    base_layers = json.loads((base / "config.json").read_text()).get("num_hidden_layers")
+    if base_layers is not None and hp.encoder_layers > base_layers:
+        raise ConfigError(f"encoder_layers should be at most the base model's {base_layers} (got: {hp.encoder_layers})")
+    vocabulary = {"base": len(tokenizer.get("model", {}).get("vocab", {})), "min_count": hp.vocabulary_min_count}
+    cuts = Cuts(hp.encoder_layers or None, None, featurizer.pad_id)
+    if hp.vocabulary_min_count:
+        ids, counts = torch.unique(train.values[: int(train.host_lengths.sum())], return_counts=True)
+        tokenizer, old_ids = prune_vocabulary(tokenizer, set(ids[counts >= hp.vocabulary_min_count].tolist()))
+        # Every rank builds the same pruned tokenizer; the writer's copy is the one that ships.
+        scratch = Path(tempfile.mkdtemp(prefix="skiff-tokenizer-"))
+        (scratch / TOKENIZER_FILE).write_text(json.dumps(tokenizer), encoding="utf-8")
+        featurizer = TokenizerFeaturizer(spec, scratch)
+        cuts = Cuts(cuts.layers, old_ids, featurizer.pad_id)
+        vocabulary["kept"] = len(old_ids)
+        train = tokenize(featurizer, data.train_texts)  # a token under the floor is [UNK] now
+    evaluation = tokenize(featurizer, data.eval_texts)
     featurize_seconds = time.perf_counter() - began
+    if Distributed.from_env().is_writer:
+        model_dir.mkdir(parents=True, exist_ok=True)  # the tokenizer travels in the artifact
+        if hp.vocabulary_min_count:
+            (model_dir / TOKENIZER_FILE).write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+        else:
+            shutil.copy(base / TOKENIZER_FILE, model_dir / TOKENIZER_FILE)
+    compression = {
+        "method": "transformer-cuts",
+        "encoder_layers": {"base": base_layers, "kept": hp.encoder_layers or base_layers},
+        "vocabulary": {**vocabulary, "kept": vocabulary.get("kept", vocabulary["base"])},
+    }
     task = TrainingTask(
-        build_model=lambda: _classifier(base, len(data.labels)),
+        build_model=lambda: _classifier(base, len(data.labels), cuts),
         build_optimizers=_optimizers,
         inputs=lambda ids, mask: {"input_ids": ids, "attention_mask": mask.long()},
         train=train,
@@ -132,4 +237,5 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
         featurize_seconds,
         featurizer_files=(TOKENIZER_FILE,),
         quantization=QUANTIZATION,
+        compress=lambda model: Shipped(TransformerWithProbabilities(model), featurizer, (TOKENIZER_FILE,), compression),
     )
