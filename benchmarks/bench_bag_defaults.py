@@ -27,7 +27,7 @@ from benchmarks.common import SMS, machine  # noqa: E402
 FOLDS = 5
 EPOCHS = (5, 10, 20)
 GRID: dict[str, dict[str, list[Any]]] = {
-    "linear": {"learning_rate": [3.0, 10.0, 30.0], "char_ngrams": ["3-4", "2-5"]},
+    "linear": {"learning_rate": [3.0, 10.0, 30.0, 100.0, 300.0, 1000.0], "char_ngrams": ["3-4", "2-5"]},
     "embedding": {"learning_rate": [0.02], "char_ngrams": ["3-4", "2-5"]},
 }
 

@@ -69,7 +69,7 @@ def test_an_out_of_range_hyperparameter_is_refused_before_training_starts(
     demo_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["train", str(demo_csv), "--out", str(tmp_path / "m"), "--hp", "learning_rate=nan"]) == 2
-    assert "learning_rate should be between 1e-07 and 100 (got: nan)" in capsys.readouterr().err
+    assert "learning_rate should be between 1e-07 and 1000 (got: nan)" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 

@@ -35,8 +35,8 @@ def test_out_of_range_value_is_refused_with_the_range() -> None:
         ("epochs", "1000000000", r"epochs should be between 1 and 1000 \(got: 1000000000\)"),
         ("buckets", "99999999999", r"buckets should be between 2 and 16777216 \(got: 99999999999\)"),
         ("embedding_dim", "100000000", r"embedding_dim should be between 1 and 4096 \(got: 100000000\)"),
-        ("learning_rate", "nan", r"learning_rate should be between 1e-07 and 100 \(got: nan\)"),
-        ("learning_rate", "inf", r"learning_rate should be between 1e-07 and 100 \(got: inf\)"),
+        ("learning_rate", "nan", r"learning_rate should be between 1e-07 and 1000 \(got: nan\)"),
+        ("learning_rate", "inf", r"learning_rate should be between 1e-07 and 1000 \(got: inf\)"),
         ("dropout", "nan", r"dropout should be between 0 and 1 \(got: nan\)"),
         ("dropout", "1.0", r"dropout should be below 1 \(got: 1.0\)"),
         ("min_parity_agreement", "-0.5", r"min_parity_agreement should be between 0 and 1 \(got: -0.5\)"),
@@ -122,7 +122,7 @@ def test_an_unknown_bag_head_is_refused_naming_the_choices() -> None:
 
 @pytest.mark.parametrize(
     ("family", "head", "epochs", "learning_rate"),
-    [("bag", "linear", 10, 10.0), ("bag", "embedding", 10, 0.02), ("transformer", "linear", 3, 5e-5)],
+    [("bag", "linear", 20, 300.0), ("bag", "embedding", 10, 0.02), ("transformer", "linear", 3, 5e-5)],
 )
 def test_defaults_follow_the_family_and_the_bag_head(family: str, head: str, epochs: int, learning_rate: float) -> None:
     hp = Hyperparameters(model_family=family, bag_head=head)
