@@ -37,12 +37,13 @@ def timed_ms(run: Callable[[Sequence[str]], object], batches: Sequence[Sequence[
 def main() -> None:
     from skiff.data.dataset import read_csv
     from skiff.model import features
+    from skiff.model.hyperparameters import Hyperparameters
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "featurizer.json"))
     args = parser.parse_args()
     texts = [example.text for example in read_csv(SMS / "test.csv").examples]
-    featurizer = features.HashedNgramFeaturizer()
+    featurizer = features.HashedNgramFeaturizer(Hyperparameters().preprocessing())  # what the job trains with
     buckets = featurizer.spec.buckets
 
     def feature_strings(batch: Sequence[str]) -> list[list[int]]:
