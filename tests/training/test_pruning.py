@@ -65,7 +65,7 @@ def test_pruned_bag_kept_buckets_travel_checksummed_in_the_artifact(sms_artifact
     manifest = json.loads((sms_artifact / "manifest.json").read_text())
     assert manifest["featurizer_files"] == [KEPT_BUCKETS_FILE]
     loaded = load_artifact(sms_artifact, only=[MODEL_INT8])
-    assert loaded.preprocessing["kept_buckets_file"] == KEPT_BUCKETS_FILE and loaded.preprocessing["version"] == 2
+    assert loaded.preprocessing["kept_buckets_file"] == KEPT_BUCKETS_FILE and loaded.preprocessing["version"] == 3
 
 
 def test_pruned_bag_serves_in_a_fresh_process_without_torch(sms_artifact: Path) -> None:

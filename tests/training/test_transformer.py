@@ -118,4 +118,4 @@ def test_batch_must_split_evenly_over_ranks_and_accumulation(
 def test_transformer_hyperparameters_have_their_own_defaults() -> None:
     hp = Hyperparameters(model_family="transformer")
     assert (hp.epochs, hp.learning_rate) == (3, 5e-5)
-    assert Hyperparameters().learning_rate == 300.0  # the bag family's linear head (plain SGD)
+    assert Hyperparameters().learning_rate == 30.0  # the bag family's linear head (plain SGD)

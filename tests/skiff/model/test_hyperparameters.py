@@ -122,7 +122,7 @@ def test_an_unknown_bag_head_is_refused_naming_the_choices() -> None:
 
 @pytest.mark.parametrize(
     ("family", "head", "epochs", "learning_rate"),
-    [("bag", "linear", 20, 300.0), ("bag", "embedding", 10, 0.02), ("transformer", "linear", 3, 5e-5)],
+    [("bag", "linear", 10, 30.0), ("bag", "embedding", 10, 0.02), ("transformer", "linear", 3, 5e-5)],
 )
 def test_defaults_follow_the_family_and_the_bag_head(family: str, head: str, epochs: int, learning_rate: float) -> None:
     hp = Hyperparameters(model_family=family, bag_head=head)
