@@ -71,8 +71,9 @@ from skiff.model.features import featurizer_from_spec
 s3 = boto3.client("s3")
 s3.download_file(sys.argv[1], "torch/model.pt", "/tmp/skiff-bench-model.pt")
 spec = json.loads(s3.get_object(Bucket=sys.argv[1], Key=sys.argv[2] + "preprocessing.json")["Body"].read())
-# The checkpoint holds the whole trained table: hash without the pruned artifact's remap.
-spec = {**{k: v for k, v in spec.items() if k != "kept_buckets_file"}, "version": 1}
+# The checkpoint holds the whole trained table: hash without the pruned artifact's remap (the
+# spec's version and hash stay: version 1 would mean plain normalization and BLAKE2b).
+spec = {k: v for k, v in spec.items() if k != "kept_buckets_file"}
 state = torch.load("/tmp/skiff-bench-model.pt", map_location="cpu", weights_only=False)
 hp = state["identity"]["hyperparameters"]
 model = BagOfNgrams(hp["buckets"], hp["embedding_dim"], len(state["identity"]["labels"]), head=hp["bag_head"])

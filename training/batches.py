@@ -38,6 +38,11 @@ class RaggedTokens:
         return cls._build(values, lengths, pad_id)
 
     @classmethod
+    def from_ragged(cls, values: np.ndarray, lengths: np.ndarray, pad_id: int) -> RaggedTokens:
+        """From every row's ids one after the other and each row's length (the featurizer's)."""
+        return cls._build(torch.from_numpy(np.asarray(values, dtype=np.int64)), torch.from_numpy(lengths), pad_id)
+
+    @classmethod
     def from_padded(cls, ids: np.ndarray, mask: np.ndarray, pad_id: int) -> RaggedTokens:
         """From a right-padded matrix and its attention mask (a tokenizer's batch output)."""
         keep = torch.from_numpy(np.asarray(mask)).bool()

@@ -6,9 +6,13 @@ A spec names its ``family``; :func:`featurizer_from_spec` picks the implementati
 there is one family, hashed word and character n-grams for the bag family; a
 tokenizer-based family for pretrained encoders plugs in beside it.
 
-Hashing uses BLAKE2b, never Python's ``hash()``, which is salted per process: the same text
-must map to the same buckets in the training job, in every Lambda container and on every
-laptop.
+Hashing never uses Python's ``hash()``, which is salted per process: the same text must map to
+the same buckets in the training job, in every Lambda container and on every laptop. Specs
+from version 4 on hash with ``poly64`` (:func:`poly64_bucket`), a polynomial hash over code
+points with a 64-bit finalizer, which numpy computes for every n-gram of a whole batch at once
+(:func:`poly64_ids`): training and serving both call it, and featurization costs about
+what the model does. Older specs hashed each n-gram with BLAKE2b in a Python loop; they keep
+that path (:func:`_bucket`), so an artifact maps text exactly as it was trained.
 
 A pruned bag model keeps only some rows of its hashed table (those training ever touched,
 ranked by how much they move the logits). Its spec (version 2) names a file of the kept
@@ -47,6 +51,12 @@ FOLDED = "NFKC+casefold+ascii-quotes+strip-accents"
 on sms-spam both together cost the bag model a point it did not lose on plain text."""
 NORMALIZATIONS = (PLAIN, FOLDED)
 
+BLAKE2B = "blake2b-64"
+"""BLAKE2b per n-gram string (specs before version 4)."""
+POLY64 = "poly64"
+"""A polynomial hash of code points, finalized with splitmix64 (specs from version 4 on)."""
+HASHES = (BLAKE2B, POLY64)
+
 _ASCII_QUOTES = str.maketrans(
     {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u02bc": "'"}
     | {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"'}
@@ -70,7 +80,9 @@ def tokenize(text: str, normalization: str = FOLDED) -> list[str]:
 
 @lru_cache(maxsize=1 << 20)
 def _bucket(feature: str, buckets: int) -> int:
-    digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+    """A BLAKE2B spec's bucket of one feature string. A lone surrogate (JSON can carry one) gets
+    its own bytes rather than an error; every other text encodes exactly as plain UTF-8."""
+    digest = hashlib.blake2b(feature.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little") % buckets + 1
 
 
@@ -83,6 +95,178 @@ def _char_ids(token: str, low: int, high: int, buckets: int) -> tuple[int, ...]:
     return tuple(
         _bucket("c:" + padded[i : i + n], buckets) for n in range(low, high + 1) for i in range(len(padded) - n + 1)
     )
+
+
+# poly64: a string's hash is the polynomial sum(c_k * CHAR_BASE^(n-1-k)) over its code points
+# + 1 (so a leading NUL still counts), mod 2^64; a word n-gram's is the same polynomial over its
+# words' hashes with WORD_BASE. Both bases are odd, hence invertible mod 2^64, which lets numpy
+# take any substring's hash from one prefix sum (see _Prefix). The kind and length go into a
+# salt, and splitmix64's finalizer spreads the result over the buckets.
+_MASK = (1 << 64) - 1
+_CHAR_BASE = 0x100000001B3  # the FNV-1 64-bit prime
+_WORD_BASE = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, odd
+_WORD_SALT, _CHAR_SALT = 1 << 32, 2 << 32
+_INVERSE = {base: pow(base, -1, 1 << 64) for base in (_CHAR_BASE, _WORD_BASE)}
+
+
+def _splitmix64(z: Any) -> Any:
+    """splitmix64's finalizer, on a Python int or a uint64 array."""
+    if isinstance(z, np.ndarray):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def _polynomial(values: Sequence[int], base: int) -> int:
+    h = 0
+    for value in values:
+        h = (h * base + value) & _MASK
+    return h
+
+
+def poly64_bucket(feature: str, buckets: int) -> int:
+    """A POLY64 spec's bucket of one feature string (``w<n>:`` words or ``c:`` characters).
+
+    The readable definition, one feature at a time; :func:`poly64_ids` computes the same
+    numbers for a whole batch, and a test holds the two equal over the whole test set."""
+    kind, body = feature.split(":", 1)
+    if kind == "c":
+        h, salt = _polynomial([ord(c) + 1 for c in body], _CHAR_BASE), _CHAR_SALT | len(body)
+    else:
+        words = body.split(" ")
+        h = _polynomial([_polynomial([ord(c) + 1 for c in w], _CHAR_BASE) for w in words], _WORD_BASE)
+        salt = _WORD_SALT | len(words)
+    return _splitmix64(h ^ salt) % buckets + 1
+
+
+class _Prefix:
+    """Hashes of any run ``values[i:j]`` of a uint64 sequence as one numpy expression:
+    with G[j] = sum_{k<j} values[k] * base^-k, the run's polynomial is base^(j-1) * (G[j] - G[i])
+    (everything mod 2^64, which numpy's uint64 arithmetic wraps to)."""
+
+    def __init__(self, values: np.ndarray, base: int) -> None:
+        count = len(values) + 1
+        self.powers = _powers(base, count)
+        inverse = _powers(_INVERSE[base], count)
+        self.sums = np.zeros(count, dtype=np.uint64)
+        np.cumsum(values * inverse[: count - 1], out=self.sums[1:])
+
+    def runs(self, starts: np.ndarray, stops: np.ndarray, overhang: int = 0) -> np.ndarray:
+        """The hash of each run; with ``overhang``, runs may end up to that far past the values
+        (their results are meaningless, for callers that mask them out)."""
+        if overhang:
+            stops = np.minimum(stops, len(self.sums) - 1)
+        return self.powers[stops - 1] * (self.sums[stops] - self.sums[starts])
+
+
+_POWERS: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    """base^0 .. base^(count-1) mod 2^64 (grown by doubling, kept per process)."""
+    have = _POWERS.get(base)
+    if have is None or len(have) < count:
+        size = max(count, 2 * len(have) if have is not None else 4096)
+        factors = np.full(size, base, dtype=np.uint64)
+        factors[0] = 1
+        have = _POWERS[base] = np.cumprod(factors, dtype=np.uint64)
+    return have
+
+
+def _ragged_arange(lengths: np.ndarray) -> np.ndarray:
+    """0..lengths[0]-1, 0..lengths[1]-1, ... as one array."""
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) - np.repeat(ends - lengths, lengths)
+
+
+@dataclass(frozen=True)
+class PlacedIds:
+    """Bucket ids of a batch of texts with where each goes: ``ids[k]`` is feature number
+    ``column[k]`` of text ``row[k]``; ``counts`` is each text's number of ids."""
+
+    ids: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    counts: np.ndarray
+
+    def ragged(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's ids one after the other, in order, and each text's count."""
+        out = np.empty(len(self.ids), dtype=np.int64)
+        out[(np.cumsum(self.counts) - self.counts)[self.row] + self.column] = self.ids
+        return out, self.counts
+
+    def padded(self) -> np.ndarray:
+        """One row per text, right-padded with PADDING_ID (at least one column)."""
+        width = int(self.counts.max()) if len(self.counts) and self.counts.max() > 0 else 1
+        out = np.full((len(self.counts), width), PADDING_ID, dtype=np.int64)
+        out[self.row, self.column] = self.ids
+        return out
+
+
+def poly64_ids(token_lists: Sequence[Sequence[str]], spec: HashedNgramSpec) -> PlacedIds:
+    """The POLY64 bucket ids of many tokenized texts at once. Each text's ids are exactly
+    ``poly64_bucket`` of its ``HashedNgramFeaturizer.features``, in that order, truncated at
+    ``max_features``.
+
+    No loop over texts and no sort: each kind of feature comes out as one block already ordered
+    by text (word unigrams, then each longer word n-gram, then character n-grams), and each id's
+    column is its text's earlier blocks plus its rank in its own block."""
+    texts = len(token_lists)
+    tokens = [token for row in token_lists for token in row]
+    if not tokens:
+        empty = np.zeros(0, dtype=np.int64)
+        return PlacedIds(empty, empty, empty, np.zeros(texts, dtype=np.int64))
+    counts = np.fromiter(map(len, token_lists), dtype=np.int64, count=texts)
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    # Every token once, as "<token>": words hash the inside, character n-grams the whole.
+    padded = np.frombuffer(("<" + "><".join(tokens) + ">").encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    chars = _Prefix(padded.astype(np.uint64) + np.uint64(1), _CHAR_BASE)
+    starts = np.cumsum(lengths + 2) - (lengths + 2)  # of each "<token>"
+    word_hashes = chars.runs(starts + 1, starts + 1 + lengths)
+
+    text_of_token = np.repeat(np.arange(texts, dtype=np.int64), counts)
+    blocks = [(word_hashes ^ np.uint64(_WORD_SALT | 1), text_of_token)]
+    if spec.word_ngrams > 1:
+        words = _Prefix(word_hashes, _WORD_BASE)
+        text_stop = np.cumsum(counts)[text_of_token]  # one past the last token of each token's text
+        index = np.arange(len(tokens), dtype=np.int64)
+        for n in range(2, spec.word_ngrams + 1):
+            first = index[index + n <= text_stop]
+            blocks.append((words.runs(first, first + n) ^ np.uint64(_WORD_SALT | n), text_of_token[first]))
+    if spec.char_ngrams is not None:
+        low, high = spec.char_ngrams
+        eligible = lengths >= 2  # single symbols and letters are already word features
+        spans = lengths[eligible] + 2
+        position = np.repeat(starts[eligible], spans) + _ragged_arange(spans)
+        sizes = np.arange(low, high + 1, dtype=np.int64)
+        # One row per start, one column per n (row-major is features()' order); a run past its
+        # token's end is hashed too, from the zero-padded tail of the prefix sums, then dropped.
+        grid = chars.runs(position[:, None], position[:, None] + sizes, overhang=high)
+        fits = position[:, None] + sizes <= np.repeat(starts[eligible] + spans, spans)[:, None]
+        salts = np.uint64(_CHAR_SALT) | sizes.astype(np.uint64)
+        owner = np.repeat(np.repeat(text_of_token[eligible], spans), fits.sum(axis=1))
+        blocks.append(((grid ^ salts)[fits], owner))
+
+    if texts == 1:  # one request's text: its blocks are already its order
+        hashes = np.concatenate([hashes for hashes, _ in blocks])[: spec.max_features]
+        ids = (_splitmix64(hashes) % np.uint64(spec.buckets)).astype(np.int64) + 1
+        column = np.arange(len(ids), dtype=np.int64)
+        return PlacedIds(ids, np.zeros(len(ids), dtype=np.int64), column, np.array([len(ids)], dtype=np.int64))
+    total = np.zeros(texts, dtype=np.int64)
+    columns = []
+    for _, owner in blocks:
+        per_text = np.bincount(owner, minlength=texts)
+        columns.append(total[owner] + _ragged_arange(per_text))
+        total += per_text
+    column = np.concatenate(columns)
+    keep = column < spec.max_features
+    hashes = np.concatenate([hashes for hashes, _ in blocks])[keep]
+    ids = (_splitmix64(hashes) % np.uint64(spec.buckets)).astype(np.int64) + 1
+    row = np.concatenate([owner for _, owner in blocks])[keep]
+    return PlacedIds(ids, row, column[keep], np.minimum(total, spec.max_features))
 
 
 class Featurizer(Protocol):
@@ -108,6 +292,8 @@ class HashedNgramSpec:
     NORMALIZATION_VERSION: ClassVar[int] = 3
     """Written when ``normalization`` is not PLAIN (pruned or not), so a server that predates the
     field refuses the spec instead of folding text differently from training."""
+    HASH_VERSION: ClassVar[int] = 4
+    """Written when ``hash`` is POLY64, so a server that only knows BLAKE2b refuses the spec."""
 
     buckets: int = 1 << 18
     word_ngrams: int = 2
@@ -116,8 +302,11 @@ class HashedNgramSpec:
     kept_buckets_file: str | None = None
     """Pruned tables: the artifact's file of kept bucket ids (see :class:`BucketRemap`)."""
     normalization: str = FOLDED
+    hash: str = POLY64
 
     def __post_init__(self) -> None:
+        if self.hash not in HASHES:
+            raise ConfigError(f"hash should be one of {list(HASHES)} (got: {self.hash!r})")
         if self.normalization not in NORMALIZATIONS:
             raise ConfigError(f"normalization should be one of {list(NORMALIZATIONS)} (got: {self.normalization!r})")
         if self.buckets < 2:
@@ -136,26 +325,22 @@ class HashedNgramSpec:
         body["char_ngrams"] = list(self.char_ngrams) if self.char_ngrams else None
         if self.kept_buckets_file is None:
             del body["kept_buckets_file"]  # an unpruned spec stays exactly what version 1 wrote
-        if self.normalization != PLAIN:
+        if self.hash == POLY64:
+            version = self.HASH_VERSION
+        elif self.normalization != PLAIN:
             version = self.NORMALIZATION_VERSION
         else:
             version = self.PRUNED_VERSION if self.kept_buckets_file else self.VERSION
-        return {
-            "family": self.FAMILY,
-            "version": version,
-            "hash": "blake2b-64",
-            "padding_id": PADDING_ID,
-            **body,
-        }
+        return {"family": self.FAMILY, "version": version, "padding_id": PADDING_ID, **body}
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> HashedNgramSpec:
         version = spec.get("version")
-        versions = (cls.VERSION, cls.PRUNED_VERSION, cls.NORMALIZATION_VERSION)
+        versions = (cls.VERSION, cls.PRUNED_VERSION, cls.NORMALIZATION_VERSION, cls.HASH_VERSION)
         if version not in versions:
             raise ConfigError(f"expected {cls.FAMILY} preprocessing version one of {list(versions)} (got: {version!r})")
         kept = spec.get("kept_buckets_file")
-        if version != cls.NORMALIZATION_VERSION and (version == cls.PRUNED_VERSION) != bool(kept):
+        if version in (cls.VERSION, cls.PRUNED_VERSION) and (version == cls.PRUNED_VERSION) != bool(kept):
             raise ConfigError(
                 f"expected kept_buckets_file exactly in a version {cls.PRUNED_VERSION} {cls.FAMILY} spec "
                 f"(got: version {version}, kept_buckets_file {kept!r})"
@@ -168,7 +353,9 @@ class HashedNgramSpec:
             max_features=int(spec["max_features"]),
             kept_buckets_file=str(kept) if kept else None,
             # Before version 3 the field was written but always PLAIN, and readers ignored it.
-            normalization=str(spec.get("normalization")) if version == cls.NORMALIZATION_VERSION else PLAIN,
+            normalization=str(spec.get("normalization")) if version >= cls.NORMALIZATION_VERSION else PLAIN,
+            # Before version 4 the field was written but always BLAKE2B.
+            hash=str(spec.get("hash")) if version >= cls.HASH_VERSION else BLAKE2B,
         )
 
 
@@ -250,19 +437,50 @@ class HashedNgramFeaturizer:
                 if len(token) < 2:
                     continue  # single symbols and letters are already word features
                 padded = f"<{token}>"
-                for n in range(low, high + 1):
-                    out.extend("c:" + padded[i : i + n] for i in range(len(padded) - n + 1))
+                if self.spec.hash == POLY64:  # by position, then length: the order numpy makes them in
+                    out.extend(
+                        "c:" + padded[i : i + n]
+                        for i in range(len(padded))
+                        for n in range(low, high + 1)
+                        if i + n <= len(padded)
+                    )
+                else:  # BLAKE2B specs: by length, then position
+                    for n in range(low, high + 1):
+                        out.extend("c:" + padded[i : i + n] for i in range(len(padded) - n + 1))
         return out[: self.spec.max_features]
 
-    def ids(self, text: str) -> list[int]:
-        """Bucket ids (1..buckets) of one text; empty when the text has no tokens.
+    def bucket(self, feature: str) -> int:
+        """The bucket (1..buckets) of one feature string, by the spec's hash."""
+        if self.spec.hash == POLY64:
+            return poly64_bucket(feature, self.spec.buckets)
+        return _bucket(feature, self.spec.buckets)
 
-        The ids of :meth:`features`, in the same order, without building every feature string:
+    def ragged(self, texts: Sequence[str], chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Bucket ids (1..buckets) of many texts: every text's ids one after the other, and each
+        text's count (0 when it has no tokens). Training and serving both featurize through here.
+
+        POLY64 specs hash a whole chunk of texts in numpy (:func:`poly64_ids`); BLAKE2B
+        specs, text by text (:meth:`_blake2b_ids`)."""
+        tokenized = [tokenize(text, self.spec.normalization) for text in texts]
+        if self.spec.hash == BLAKE2B:
+            rows = [self._blake2b_ids(tokens) for tokens in tokenized]
+            values = np.fromiter((i for row in rows for i in row), dtype=np.int64)
+            return values, np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        parts = [poly64_ids(tokenized[i : i + chunk], self.spec).ragged() for i in range(0, len(tokenized), chunk)]
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def ids(self, text: str) -> list[int]:
+        """Bucket ids (1..buckets) of one text, in the order of :meth:`features`; empty when the
+        text has no tokens."""
+        return self.ragged([text])[0].tolist()
+
+    def _blake2b_ids(self, tokens: list[str]) -> list[int]:
+        """A BLAKE2B spec's ids of one tokenized text, without building every feature string:
         a word's character n-grams are hashed once per process (:func:`_char_ids`), since the
-        same words recur from text to text; what is left per text is tokenizing and its word
-        n-grams."""
+        same words recur from text to text."""
         buckets = self.spec.buckets
-        tokens = tokenize(text, self.spec.normalization)
         out = [_bucket("w1:" + token, buckets) for token in tokens]
         for n in range(2, self.spec.word_ngrams + 1):
             out.extend(_bucket(f"w{n}:" + " ".join(tokens[i : i + n]), buckets) for i in range(len(tokens) - n + 1))
@@ -275,7 +493,10 @@ class HashedNgramFeaturizer:
         return out[: self.spec.max_features]
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        ids = pad_ids([self.ids(t) for t in texts])
+        if self.spec.hash == POLY64:
+            ids = poly64_ids([tokenize(text, self.spec.normalization) for text in texts], self.spec).padded()
+        else:
+            ids = pad_ragged(*self.ragged(texts))
         return {"token_ids": self.remap(ids) if self.remap is not None else ids}
 
     def pruned(self, remap: BucketRemap, kept_buckets_file: str) -> HashedNgramFeaturizer:
@@ -286,12 +507,12 @@ class HashedNgramFeaturizer:
         return self.spec.to_dict()
 
 
-def pad_ids(rows: Sequence[Sequence[int]]) -> np.ndarray:
-    """Right-pad id lists with PADDING_ID into one int64 matrix (at least one column)."""
-    width = max((len(r) for r in rows), default=0) or 1
-    out = np.full((len(rows), width), PADDING_ID, dtype=np.int64)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
+def pad_ragged(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Right-pad ragged ids (``counts[i]`` values per row) with PADDING_ID into one int64 matrix
+    (at least one column)."""
+    width = int(counts.max()) if len(counts) and counts.max() > 0 else 1
+    out = np.full((len(counts), width), PADDING_ID, dtype=np.int64)
+    out[np.repeat(np.arange(len(counts)), counts), _ragged_arange(counts)] = values
     return out
 
 

@@ -52,20 +52,23 @@ def test_pruned_bag_text_alone_or_padded_among_63_others_scores_the_same(sms_art
         alone = predictor.probabilities([text])[0]
         batched = predictor.probabilities([*others[:30], text, *others[30:]])[30]
         assert alone.argmax() == batched.argmax()
-        assert np.abs(alone - batched).max() <= 1e-6
+        assert np.abs(alone - batched).max() <= 1e-5  # float32 rounding (see the parity test below)
 
 
 def test_pruned_bag_parity_is_checked_at_batch_1_and_at_the_largest_request(metrics: dict) -> None:
     parity = metrics["parity"]
     assert set(parity["batch_sizes"]) == {"1", str(MAX_BATCH_TEXTS)}
-    assert parity["batch_label_agreement"] == 1.0 and parity["batch_max_score_difference"] <= 1e-6
+    # Float32 rounding only: onnxruntime sums a padded row's n-grams in a different association
+    # than the same row alone (its vector lanes depend on the width). On sms-spam test, 611 of
+    # 1,114 texts move, by at most 1.1e-6 (about ten float32 ulps near 1); no label changes.
+    assert parity["batch_label_agreement"] == 1.0 and parity["batch_max_score_difference"] <= 1e-5
 
 
 def test_pruned_bag_kept_buckets_travel_checksummed_in_the_artifact(sms_artifact: Path) -> None:
     manifest = json.loads((sms_artifact / "manifest.json").read_text())
     assert manifest["featurizer_files"] == [KEPT_BUCKETS_FILE]
     loaded = load_artifact(sms_artifact, only=[MODEL_INT8])
-    assert loaded.preprocessing["kept_buckets_file"] == KEPT_BUCKETS_FILE and loaded.preprocessing["version"] == 3
+    assert loaded.preprocessing["kept_buckets_file"] == KEPT_BUCKETS_FILE and loaded.preprocessing["version"] == 4
 
 
 def test_pruned_bag_serves_in_a_fresh_process_without_torch(sms_artifact: Path) -> None:

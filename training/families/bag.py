@@ -178,8 +178,8 @@ def _optimizers(model: nn.Module, learning_rate: float, device: torch.device) ->
 def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family:
     featurizer = HashedNgramFeaturizer(hp.preprocessing())
     began = time.perf_counter()
-    train = RaggedTokens.from_lists([featurizer.ids(t) for t in data.train_texts], PADDING_ID)
-    evaluation = RaggedTokens.from_lists([featurizer.ids(t) for t in data.eval_texts], PADDING_ID)
+    train = RaggedTokens.from_ragged(*featurizer.ragged(data.train_texts), PADDING_ID)
+    evaluation = RaggedTokens.from_ragged(*featurizer.ragged(data.eval_texts), PADDING_ID)
     idf = inverse_document_frequency(train, hp.buckets)
     featurize_seconds = time.perf_counter() - began
     task = TrainingTask(

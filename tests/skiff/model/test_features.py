@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,11 @@ import pytest
 
 from skiff.errors import ConfigError
 from skiff.model.features import (
+    BLAKE2B,
     FOLDED,
     PADDING_ID,
     PLAIN,
+    POLY64,
     BucketRemap,
     HashedNgramFeaturizer,
     HashedNgramSpec,
@@ -91,8 +94,8 @@ def test_unknown_family_is_refused_with_the_known_ones_named() -> None:
 
 
 def test_newer_spec_version_is_refused() -> None:
-    spec = {**HashedNgramSpec().to_dict(), "version": 4}
-    with pytest.raises(ConfigError, match=r"version one of \[1, 2, 3\] \(got: 4\)"):
+    spec = {**HashedNgramSpec().to_dict(), "version": 5}
+    with pytest.raises(ConfigError, match=r"version one of \[1, 2, 3, 4\] \(got: 5\)"):
         featurizer_from_spec(spec)
 
 
@@ -107,9 +110,13 @@ def test_pruned_remap_with_nothing_kept_sends_every_bucket_to_the_zero_row() -> 
     assert BucketRemap(np.array([], dtype=np.int64), buckets=8)(np.array([[5, 0]])).tolist() == [[1, 0]]
 
 
-@pytest.mark.parametrize(("normalization", "version"), [(PLAIN, 2), (FOLDED, 3)])
-def test_pruned_spec_round_trips_with_its_file(normalization: str, version: int, tmp_path: Path) -> None:
-    featurizer = HashedNgramFeaturizer(HashedNgramSpec(buckets=64, normalization=normalization))
+@pytest.mark.parametrize(
+    ("normalization", "hash_name", "version"), [(PLAIN, BLAKE2B, 2), (FOLDED, BLAKE2B, 3), (FOLDED, POLY64, 4)]
+)
+def test_pruned_spec_round_trips_with_its_file(
+    normalization: str, hash_name: str, version: int, tmp_path: Path
+) -> None:
+    featurizer = HashedNgramFeaturizer(HashedNgramSpec(buckets=64, normalization=normalization, hash=hash_name))
     remap = BucketRemap(np.array(sorted(set(featurizer.ids(TEXTS[0]))), dtype=np.int64), buckets=64)
     remap.save(tmp_path / "kept.npy")
     spec = featurizer.pruned(remap, "kept.npy").to_spec()
@@ -120,22 +127,44 @@ def test_pruned_spec_round_trips_with_its_file(normalization: str, version: int,
     assert (expected[0] != remap.unseen_row).all() and (expected[1:] == remap.unseen_row).any()
 
 
-def test_unpruned_plain_spec_stays_version_1_without_a_kept_file() -> None:
-    spec = HashedNgramSpec(normalization=PLAIN).to_dict()
+def test_unpruned_plain_blake2b_spec_stays_version_1_without_a_kept_file() -> None:
+    spec = HashedNgramSpec(normalization=PLAIN, hash=BLAKE2B).to_dict()
     assert spec["version"] == 1 and "kept_buckets_file" not in spec
 
 
-def test_folded_spec_is_version_3_so_older_servers_refuse_it() -> None:
-    spec = HashedNgramSpec().to_dict()
+def test_folded_blake2b_spec_is_version_3_so_older_servers_refuse_it() -> None:
+    spec = HashedNgramSpec(hash=BLAKE2B).to_dict()
     assert (spec["version"], spec["normalization"]) == (3, FOLDED)
+    assert HashedNgramSpec.from_dict(json.loads(json.dumps(spec))) == HashedNgramSpec(hash=BLAKE2B)
+
+
+def test_default_spec_hashes_with_poly64_as_version_4_so_blake2b_servers_refuse_it() -> None:
+    spec = HashedNgramSpec().to_dict()
+    assert (spec["version"], spec["hash"], spec["normalization"]) == (4, POLY64, FOLDED)
     assert HashedNgramSpec.from_dict(json.loads(json.dumps(spec))) == HashedNgramSpec()
 
 
-def test_specs_before_version_3_keep_the_plain_normalization_they_were_trained_with() -> None:
-    spec = {**HashedNgramSpec().to_dict(), "version": 1, "normalization": "NFKC+casefold"}
+def test_specs_before_version_3_keep_the_plain_normalization_and_blake2b_they_were_trained_with() -> None:
+    spec = {**HashedNgramSpec().to_dict(), "version": 1, "normalization": "NFKC+casefold", "hash": "blake2b-64"}
     featurizer = featurizer_from_spec(spec)
+    trained_with = HashedNgramFeaturizer(HashedNgramSpec(normalization=PLAIN, hash=BLAKE2B))
     assert featurizer.ids("caf\u00e9") != HashedNgramFeaturizer().ids("caf\u00e9")
-    assert featurizer.ids("caf\u00e9") == HashedNgramFeaturizer(HashedNgramSpec(normalization=PLAIN)).ids("caf\u00e9")
+    assert featurizer.ids("caf\u00e9") == trained_with.ids("caf\u00e9")
+
+
+def test_version_3_specs_keep_blake2b_whatever_the_hash_field_says() -> None:
+    spec = {**HashedNgramSpec(hash=BLAKE2B).to_dict(), "hash": POLY64}
+    assert HashedNgramSpec.from_dict(spec).hash == BLAKE2B
+
+
+def test_an_unknown_hash_is_refused_naming_the_choices() -> None:
+    spec = {**HashedNgramSpec().to_dict(), "hash": "md5"}
+    with pytest.raises(ConfigError, match=r"hash should be one of \['blake2b-64', 'poly64'\] \(got: 'md5'\)"):
+        featurizer_from_spec(spec)
+
+
+def test_the_hashes_give_different_buckets_for_the_same_text() -> None:
+    assert HashedNgramFeaturizer().ids(TEXTS[0]) != HashedNgramFeaturizer(HashedNgramSpec(hash=BLAKE2B)).ids(TEXTS[0])
 
 
 def test_an_unknown_normalization_is_refused_naming_the_choices() -> None:
@@ -184,22 +213,47 @@ def test_invalid_bucket_count_names_the_value() -> None:
         HashedNgramSpec(buckets=1)
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        HashedNgramSpec(),
-        HashedNgramSpec(word_ngrams=3, char_ngrams=(2, 5), buckets=4096),
-        HashedNgramSpec(char_ngrams=None),
-        HashedNgramSpec(max_features=7),
-    ],
-    ids=["default", "wider", "words-only", "truncated"],
-)
-def test_ids_are_the_hashes_of_the_features_in_order(spec: HashedNgramSpec, sms_spam: Path) -> None:
-    """ids() skips building feature strings; it must still give exactly their buckets, in order."""
-    from skiff.data.dataset import read_csv
-    from skiff.model.features import _bucket
+SPECS = {
+    "default": HashedNgramSpec(),
+    "wider": HashedNgramSpec(word_ngrams=3, char_ngrams=(1, 5), buckets=4096),
+    "words-only": HashedNgramSpec(char_ngrams=None),
+    "unigrams": HashedNgramSpec(word_ngrams=1),
+    "truncated": HashedNgramSpec(max_features=7),
+}
+ODD_TEXTS = ["", "a", "!!", "a\x00b", "\x00a", "lone \ud800 surrogate", "x" * 3000, " ".join(["w"] * 1500)]
 
-    featurizer = HashedNgramFeaturizer(spec)
-    texts = [example.text for example in read_csv(sms_spam / "test.csv").examples][:400] + TEXTS + ["", "a", "!!"]
-    for text in texts:
-        assert featurizer.ids(text) == [_bucket(f, spec.buckets) for f in featurizer.features(text)], text
+
+@pytest.mark.parametrize("hash_name", [POLY64, BLAKE2B])
+@pytest.mark.parametrize("name", list(SPECS))
+def test_batch_ids_are_the_hashes_of_each_texts_features_in_order(name: str, hash_name: str, sms_spam: Path) -> None:
+    """The whole test set featurized as one batch (numpy for POLY64) gives, text by text, exactly
+    the bucket of each feature string by the readable one-feature definition, in order."""
+    from skiff.data.dataset import read_csv
+
+    featurizer = HashedNgramFeaturizer(replace(SPECS[name], hash=hash_name))
+    texts = [example.text for example in read_csv(sms_spam / "test.csv").examples] + TEXTS + ODD_TEXTS
+    if hash_name == BLAKE2B:
+        texts = texts[:400] + TEXTS + ODD_TEXTS  # the per-text path; its cost is in the references
+    values, counts = featurizer.ragged(texts)
+    rows = np.split(values, np.cumsum(counts)[:-1])
+    for text, row in zip(texts, rows, strict=True):
+        assert row.tolist() == [featurizer.bucket(f) for f in featurizer.features(text)], text
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_a_texts_ids_do_not_depend_on_its_batch(name: str) -> None:
+    featurizer = HashedNgramFeaturizer(SPECS[name])
+    batch = [*TEXTS, *ODD_TEXTS]
+    matrix = featurizer.encode(batch)["token_ids"]
+    for row, text in zip(matrix, batch, strict=True):
+        alone = featurizer.encode([text])["token_ids"][0]
+        assert row[row != PADDING_ID].tolist() == alone[alone != PADDING_ID].tolist() == featurizer.ids(text)
+
+
+def test_poly64_bucket_names_kinds_and_lengths_apart() -> None:
+    """A unigram, the character n-gram of the same letters and a bigram of the same words
+    must not share a hash by construction (the salt holds kind and length)."""
+    from skiff.model.features import poly64_bucket
+
+    buckets = 1 << 30
+    assert len({poly64_bucket(f, buckets) for f in ("w1:ab", "c:ab", "w2:a b", "c:<ab>", "w1:ba")}) == 5
