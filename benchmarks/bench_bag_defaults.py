@@ -56,7 +56,7 @@ def fold_accuracies(texts: list[str], labels: list[str], overrides: dict[str, An
             names,
             dataset_fingerprint="cv",
             device=torch.device("cpu"),
-            on_epoch_end=lambda record, out=epochs: out.append(record.eval_accuracy),
+            on_epoch_end=lambda record, out=epochs: out.append(record.validation_accuracy),
         )
         runs.append(epochs)
     return runs

@@ -83,7 +83,7 @@ def measure(model_dir: Path, metrics: dict[str, Any], seconds: float) -> dict[st
         "test_accuracy": float(np.mean([p == y for p, y in zip(predicted, test.labels, strict=True)])),
         "test_spam_f1": float(f1_score(test.labels, predicted, pos_label="spam")),
         "held_out_accuracy": metrics["eval"]["int8"]["accuracy"],
-        "unpruned_held_out_accuracy": compression.get("unpruned_eval_accuracy"),
+        "unpruned_held_out_accuracy": compression.get("unpruned_validation_accuracy"),
         "alone_vs_batch64_max_difference": float(np.abs(together - alone).max()),
         "alone_vs_batch64_label_changes": int((together.argmax(1) != alone.argmax(1)).sum()),
         "build_seconds": seconds,

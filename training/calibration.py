@@ -7,9 +7,12 @@ exported model carries T inside its graph (:class:`CalibratedSoftmax`, the last 
 family's exported module), so serving is unchanged
 and every label stays the same (T > 0 keeps the order of the scores).
 
-The held-out rows are the evaluation split; so the ECE reported after scaling is not measured
-on the rows T was fitted on, it is cross-fitted: T fitted on one half, ECE measured on the
-other, both ways, averaged. The shipped T is fitted on all of them.
+T is fitted on the validation split (held out from the training rows) and the ECE before and
+after is measured on the evaluation split, which T never saw (:func:`calibration_report`).
+Without a validation split (``validation_fraction=0``) T can only be fitted on the evaluation
+split itself; the ECE after scaling is then cross-fitted over its two hashed halves instead
+(T fitted on one half, measured on the other, both ways) and the shipped T is fitted on all of
+it (:func:`cross_fitted_calibration_report`).
 """
 
 from __future__ import annotations
@@ -70,9 +73,35 @@ def fit_temperature(probabilities: np.ndarray, y_true: Sequence[int]) -> float:
     return float(np.exp((low + high) / 2))
 
 
-def calibration_report(probabilities: np.ndarray, y_true: Sequence[int], halves: np.ndarray) -> dict[str, Any]:
-    """T fitted on all rows; ECE before, and after scaling cross-fitted over ``halves`` (a 0/1
-    mask per row: T fitted on one half is scored on the other)."""
+def calibration_report(
+    validation_probabilities: np.ndarray,
+    validation_y: Sequence[int],
+    eval_probabilities: np.ndarray,
+    eval_y: Sequence[int],
+) -> dict[str, Any]:
+    """T fitted on the validation rows; ECE and NLL before and after it, on the eval rows."""
+    y = np.asarray(eval_y)
+    temperature = fit_temperature(validation_probabilities, validation_y)
+    logs = log_scores(eval_probabilities)
+    return {
+        "method": "temperature",
+        "temperature": temperature,
+        "fitted_on": "validation split",
+        "fitted_rows": int(len(validation_y)),
+        "ece_before": expected_calibration_error(eval_probabilities, y, ECE_BINS),
+        "ece": expected_calibration_error(scaled(logs, temperature), y, ECE_BINS),
+        "nll_before": negative_log_likelihood(logs, y, 1.0),
+        "nll": negative_log_likelihood(logs, y, temperature),
+        "bins": ECE_BINS,
+        "measured_on": "eval split",
+    }
+
+
+def cross_fitted_calibration_report(
+    probabilities: np.ndarray, y_true: Sequence[int], halves: np.ndarray
+) -> dict[str, Any]:
+    """Without a validation split: T fitted on all eval rows; ECE before, and after scaling
+    cross-fitted over ``halves`` (a 0/1 mask per row: T fitted on one half is scored on the other)."""
     y = np.asarray(y_true)
     temperature = fit_temperature(probabilities, y)
     logs = log_scores(probabilities)
@@ -84,6 +113,8 @@ def calibration_report(probabilities: np.ndarray, y_true: Sequence[int], halves:
     return {
         "method": "temperature",
         "temperature": temperature,
+        "fitted_on": "eval split",
+        "fitted_rows": int(len(y)),
         "ece_before": expected_calibration_error(probabilities, y, ECE_BINS),
         "ece": expected_calibration_error(after, y, ECE_BINS),
         "nll_before": negative_log_likelihood(logs, y, 1.0),

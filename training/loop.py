@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,8 +51,16 @@ EVAL_BATCH = 256
 class EpochRecord:
     epoch: int
     loss: float
-    eval_accuracy: float
+    validation_accuracy: float
+    validation_loss: float
     seconds: float
+
+    def beats(self, other: EpochRecord | None) -> bool:
+        """Better on the validation split: higher accuracy, then lower loss (a few hundred rows
+        often tie on accuracy; the loss still tells the epochs apart)."""
+        if other is None:
+            return True
+        return (self.validation_accuracy, -self.validation_loss) > (other.validation_accuracy, -other.validation_loss)
 
 
 @dataclass(frozen=True)
@@ -66,8 +75,9 @@ class TrainingTask:
     """(padded ids, boolean mask) -> the model's keyword arguments."""
     train: RaggedTokens
     train_targets: torch.Tensor
-    evaluation: RaggedTokens
-    eval_targets: torch.Tensor
+    validation: RaggedTokens
+    """The held-out rows scored after every epoch (the validation split; training/pipeline.py)."""
+    validation_targets: torch.Tensor
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default_factory=nn.CrossEntropyLoss)
     """(logits, targets of the batch's rows) -> mean loss; targets may be labels or soft targets."""
 
@@ -87,6 +97,9 @@ class FitResult:
     threads: int = 1
     padding_share: float = 0.0
     is_writer: bool = True
+    best_epoch: int = 0
+    """The epoch whose weights ``model`` holds (the last one unless the best was kept)."""
+    stopped_early: bool = False
 
     @property
     def samples_per_second(self) -> float:
@@ -116,7 +129,11 @@ def fit(
     checkpoint_dir: Path | None = None,
     device: torch.device | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    keep_best: bool = True,
 ) -> FitResult:
+    """Train ``task`` for ``hp.epochs``; with ``keep_best`` (the validation rows are held out
+    from every split the caller reports on), return the weights of the best epoch on them and
+    stop after ``hp.early_stopping_patience`` epochs without a better one."""
     world = Distributed.from_env()
     world.start()
     device = device or choose_device(world)
@@ -159,6 +176,11 @@ def fit(
         "dataset_fingerprint": dataset_fingerprint,
     }
     start_epoch = 1
+    # The best epoch so far on the validation split, and its weights once the model has moved
+    # past them (None while the model's own weights are the best: no copy is kept until then).
+    best_record: EpochRecord | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    previous_state: dict[str, torch.Tensor] | None = None
     if checkpoint_dir is not None and (existing := _checkpoints(checkpoint_dir)):
         state = torch.load(existing[-1], map_location=device, weights_only=False)
         if state["identity"] != identity:
@@ -173,13 +195,20 @@ def fit(
         result.history = [EpochRecord(**r) for r in state["history"]]
         start_epoch = state["epoch"] + 1
         result.resumed_from_epoch = state["epoch"]
+        best_record = next((r for r in result.history if r.epoch == state["best"]["epoch"]), None)
+        best_state = state["best"]["model"]  # None: the best epoch is the checkpoint's own
+        if best_state is None and best_record is not None:
+            previous_state = _cpu_copy(model)
+        result.stopped_early = state["stopped_early"]
         log.info("resuming from %s (epoch %d of %d)", existing[-1].name, state["epoch"], hp.epochs)
 
-    train, evaluation = task.train.to(device), task.evaluation.to(device)
-    targets, eval_targets = task.train_targets.to(device), task.eval_targets.to(device)
+    train, validation = task.train.to(device), task.validation.to(device)
+    targets, validation_targets = task.train_targets.to(device), task.validation_targets.to(device)
     pin = device.type == "cuda"
     padded_shares = []
     for epoch in range(start_epoch, int(hp.epochs) + 1):  # type: ignore[arg-type]
+        if result.stopped_early:
+            break  # resumed from the checkpoint of the epoch that stopped it
         began = time.perf_counter()
         seed = hp.seed * 100_003 + epoch
         torch.manual_seed(seed)  # dropout
@@ -214,9 +243,22 @@ def fit(
         seen = len(batches) * plan.batch_size
         result.train_seconds += seconds
         result.samples_seen += seen
-        accuracy = evaluate(model, task, evaluation, eval_targets, device) if world.is_writer else float("nan")
-        record = EpochRecord(epoch, float(total) / seen, accuracy, seconds)
+        accuracy, validation_loss = (
+            evaluate(model, task, validation, validation_targets, device) if world.is_writer else (math.nan, math.nan)
+        )
+        record = EpochRecord(epoch, float(total) / seen, accuracy, validation_loss, seconds)
         result.history.append(record)
+        if keep_best and world.is_writer and record.beats(best_record):
+            best_record, best_state = record, None  # this epoch's weights are the model's own
+        elif keep_best and world.is_writer and best_state is None:
+            best_state = previous_state  # the model moves on; the best epoch's weights stay
+        patience = hp.early_stopping_patience
+        stop = keep_best and patience > 0 and best_record is not None and epoch - best_record.epoch >= patience
+        if world.world_size > 1:  # only rank 0 evaluates; every rank stops with it
+            flag = torch.tensor([int(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        result.stopped_early = stop and epoch < int(hp.epochs)  # type: ignore[arg-type]
         if checkpoint_dir is not None and world.is_writer:
             _save_checkpoint(
                 checkpoint_dir,
@@ -228,29 +270,61 @@ def fit(
                     "optimizers": [optimizer.state_dict() for optimizer in optimizers],
                     "scaler": scaler.state_dict(),
                     "history": [vars(r) for r in result.history],
+                    "best": {"epoch": best_record.epoch if best_record else 0, "model": best_state},
+                    "stopped_early": result.stopped_early,
                 },
             )
         if world.world_size > 1:
             dist.barrier()  # nobody starts the next epoch (or exports) before the checkpoint exists
         if on_epoch_end is not None and world.is_writer:
             on_epoch_end(record)
+        if result.stopped_early:
+            if best_record is not None:  # rank 0's
+                log.info(
+                    "stopping after epoch %d: %d epochs without beating epoch %d on the validation split",
+                    epoch,
+                    patience,
+                    best_record.epoch,
+                )
+            break
+        if keep_best and world.is_writer and best_state is None and epoch < int(hp.epochs):  # type: ignore[arg-type]
+            previous_state = _cpu_copy(model)  # what to keep if the next epoch is worse
     result.padding_share = sum(padded_shares) / len(padded_shares) if padded_shares else 0.0
+    result.best_epoch = result.history[-1].epoch if result.history else 0
+    if best_record is not None and best_state is not None:
+        model.load_state_dict(best_state)
+        result.best_epoch = best_record.epoch
+        log.info(
+            "keeping epoch %d (validation accuracy %.4f, loss %.4f) over the last, epoch %d",
+            best_record.epoch,
+            best_record.validation_accuracy,
+            best_record.validation_loss,
+            result.history[-1].epoch,
+        )
     model.eval()
     return result
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module, task: TrainingTask, data: RaggedTokens, targets: torch.Tensor, device: torch.device
-) -> float:
-    """Accuracy on ``data``; batches sorted by length, correct answers counted on the device."""
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on ``data``; batches sorted by length, summed on the device."""
     was_training = model.training
     model.eval()
     order = torch.argsort(data.host_lengths, stable=True)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
     for rows in order.split(EVAL_BATCH):
         ids, mask = data.gather(rows, device)
-        predicted = model(**task.inputs(ids, mask)).argmax(1)
-        correct += (predicted == targets[rows.to(device)]).sum()
+        logits = model(**task.inputs(ids, mask)).float()
+        wanted = targets[rows.to(device)]
+        correct += (logits.argmax(1) == wanted).sum()
+        loss += nn.functional.cross_entropy(logits, wanted, reduction="sum").double()
     model.train(was_training)
-    return float(correct) / max(1, len(data))
+    rows = max(1, len(data))
+    return float(correct) / rows, float(loss) / rows

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from skiff.data.dataset import Dataset
+from skiff.data.dataset import VALIDATION_SPLIT, Dataset, split_dataset
 from skiff.errors import DatasetError, ParityError, Problem
 from skiff.model import artifact
 from skiff.model.hyperparameters import Hyperparameters
 from skiff.model.metrics import classification_report, majority_baseline_accuracy
 from skiff.model.predictor import MAX_BATCH_TEXTS
-from training.calibration import calibrated_softmax_of, calibration_report
+from training.calibration import calibrated_softmax_of, calibration_report, cross_fitted_calibration_report
 from training.export import batch1_latency_ms, export_onnx, onnx_probabilities, parity, quantize_int8
 from training.families import LabelledTexts
 from training.loop import EpochRecord, fit
@@ -49,21 +49,30 @@ def _encode_labels(dataset: Dataset, labels: list[str], role: str) -> list[int]:
     return [index[label] for label in dataset.labels]
 
 
-def _calibrated(
-    exportable: torch.nn.Module, featurizer: Any, texts: list[str], y: np.ndarray, hp: Hyperparameters
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model to export, with its temperature when ``hp.calibration`` asks for one, and the
-    calibration report for metrics.json (ECE measured on the eval split either way)."""
-    exportable = exportable.eval().cpu()
+def _probabilities(exportable: torch.nn.Module, featurizer: Any, texts: list[str]) -> np.ndarray:
     with torch.no_grad():
         parts = [
             exportable(*(torch.from_numpy(a) for a in featurizer.encode(texts[i : i + 256]).values())).numpy()
             for i in range(0, len(texts), 256)
         ]
-    probabilities = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
-    # Two halves by a hash of the text: stable across runs, independent of the split's order.
-    halves = np.array([hashlib.blake2b(t.encode("utf-8"), digest_size=1).digest()[0] & 1 for t in texts])
-    report = calibration_report(probabilities, y, halves)
+    return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+
+
+def _calibrated(
+    exportable: torch.nn.Module, featurizer: Any, split: Split, hp: Hyperparameters
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model to export, with its temperature when ``hp.calibration`` asks for one, and the
+    calibration report for metrics.json (ECE measured on the eval split either way)."""
+    exportable = exportable.eval().cpu()
+    eval_probabilities = _probabilities(exportable, featurizer, split.evaluation.texts)
+    if split.validation_is_held_out:
+        validation_probabilities = _probabilities(exportable, featurizer, split.validation.texts)
+        report = calibration_report(validation_probabilities, split.validation_y, eval_probabilities, split.eval_y)
+    else:
+        texts = split.evaluation.texts
+        # Two halves by a hash of the text: stable across runs, independent of the split's order.
+        halves = np.array([hashlib.blake2b(t.encode("utf-8"), digest_size=1).digest()[0] & 1 for t in texts])
+        report = cross_fitted_calibration_report(eval_probabilities, split.eval_y, halves)
     if hp.calibration == "none":
         return exportable, {
             "method": "none",
@@ -74,6 +83,55 @@ def _calibrated(
         }
     calibrated_softmax_of(exportable).set_temperature(report["temperature"])
     return exportable, report
+
+
+@dataclass(frozen=True)
+class Split:
+    """The rows each role gets: training fits on ``train``, decides on ``validation`` (the
+    epoch that ships, the temperature, the pruning choice) and reports on ``evaluation``."""
+
+    train: Dataset
+    validation: Dataset
+    evaluation: Dataset
+    labels: list[str]
+    validation_is_held_out: bool
+    """False when there is no validation split and the eval split stands in for it."""
+
+    @property
+    def train_y(self) -> list[int]:
+        return _encode_labels(self.train, self.labels, "training")
+
+    @property
+    def validation_y(self) -> np.ndarray:
+        return np.asarray(_encode_labels(self.validation, self.labels, "validation"))
+
+    @property
+    def eval_y(self) -> np.ndarray:
+        return np.asarray(_encode_labels(self.evaluation, self.labels, "evaluation"))
+
+    def describe(self) -> dict[str, Any]:
+        if not self.validation_is_held_out:
+            return {"kind": "eval split (no validation split)", "rows": len(self.validation)}
+        return {"kind": "hashed from the training rows", "rows": len(self.validation)}
+
+
+def split_roles(data: TrainingData, hp: Hyperparameters) -> Split:
+    """Hold the validation split out of the training rows (``hp.validation_fraction`` of them,
+    by a hash of the text, so a row keeps its role as the dataset grows); with none asked for,
+    or too few rows to leave both parts non-empty, the eval split stands in (and says so)."""
+    labels = sorted(set(data.train.labels))
+    if hp.validation_fraction > 0:
+        try:
+            train, validation = split_dataset(
+                data.train, hp.validation_fraction, VALIDATION_SPLIT, names=("train", "validation")
+            )
+        except DatasetError as exc:
+            log.warning("no validation split (%s); the eval split stands in for it", exc)
+        else:
+            if set(train.labels) == set(labels):
+                return Split(train, validation, data.evaluation, labels, validation_is_held_out=True)
+            log.warning("no validation split: it would take every row of a label; the eval split stands in for it")
+    return Split(data.train, data.evaluation, data.evaluation, labels, validation_is_held_out=False)
 
 
 def build_artifact(
@@ -88,16 +146,16 @@ def build_artifact(
 ) -> dict[str, Any]:
     """Train, export, quantize, check parity and write the artifact; return its metrics."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    labels = sorted(set(data.train.labels))
-    train_y = _encode_labels(data.train, labels, "training")
-    eval_y = np.asarray(_encode_labels(data.evaluation, labels, "evaluation"))
+    split = split_roles(data, hp)
+    labels = split.labels
+    train_y, validation_y, eval_y = split.train_y, split.validation_y, split.eval_y
     fingerprint = data.train.fingerprint()
     fp32_path, int8_path = model_dir / artifact.MODEL_FP32, model_dir / artifact.MODEL_INT8
     texts = LabelledTexts(
-        data.train.texts,
+        split.train.texts,
         torch.as_tensor(train_y, dtype=torch.long),
-        data.evaluation.texts,
-        torch.as_tensor(eval_y, dtype=torch.long),
+        split.validation.texts,
+        torch.as_tensor(validation_y, dtype=torch.long),
         labels,
     )
     family = importlib.import_module(f"training.families.{hp.model_family}").prepare(texts, hp, model_dir)
@@ -109,14 +167,15 @@ def build_artifact(
         checkpoint_dir=checkpoint_dir,
         device=device,
         on_epoch_end=on_epoch_end,
+        keep_best=split.validation_is_held_out,  # never choose an epoch on what is reported
     )
     if not result.is_writer:
         return {}  # DDP: ranks other than 0 only help train; rank 0 exports and writes
     shipped = family.ship(result.model)
     featurizer = shipped.featurizer
-    exportable, calibration = _calibrated(shipped.exportable, featurizer, data.evaluation.texts, eval_y, hp)
+    exportable, calibration = _calibrated(shipped.exportable, featurizer, split, hp)
     export_onnx(exportable, fp32_path, featurizer.encode(data.evaluation.texts[:2]))
-    calibration_texts = data.train.texts[: family.quantization.calibration_texts]
+    calibration_texts = split.train.texts[: family.quantization.calibration_texts]
     quantize_int8(fp32_path, int8_path, family.quantization, (featurizer.encode([t]) for t in calibration_texts))
     fp32_scores = onnx_probabilities(fp32_path, featurizer, data.evaluation.texts)
     # Serving runs the int8 model on one text and on up to MAX_BATCH_TEXTS at once; both must agree with fp32.
@@ -147,10 +206,14 @@ def build_artifact(
         "calibration": calibration,
         "latency": batch1_latency_ms(int8_path, featurizer, data.evaluation.texts),
         "sizes": {**sizes, "int8_over_fp32": sizes[artifact.MODEL_INT8] / sizes[artifact.MODEL_FP32]},
+        "validation": split.describe(),
         "training": {
-            "rows": len(data.train),
-            "label_counts": data.train.label_counts(),
+            "rows": len(split.train),
+            "label_counts": split.train.label_counts(),
             "epochs": hp.epochs,
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
             "seconds": result.train_seconds,
             "featurize_seconds": family.featurize_seconds,
             "batch_size": result.batch_size,
@@ -191,7 +254,8 @@ def build_artifact(
             "hyperparameters": hp.to_dict(),
             "dataset": {
                 "fingerprint": fingerprint,
-                "train_rows": len(data.train),
+                "train_rows": len(split.train),
+                "validation_rows": len(split.validation) if split.validation_is_held_out else 0,
                 "eval_rows": len(data.evaluation),
                 "eval_kind": data.evaluation_kind,
                 "labels": labels,

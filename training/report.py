@@ -24,7 +24,9 @@ def write_report(
     curve.xaxis.set_major_locator(MaxNLocator(integer=True))
     curve.set_ylabel("loss")
     accuracy_axes = curve.twinx()
-    accuracy_axes.plot(epochs, [r.eval_accuracy for r in history], marker="s", color="tab:green", label="eval accuracy")
+    accuracy_axes.plot(
+        epochs, [r.validation_accuracy for r in history], marker="s", color="tab:green", label="validation accuracy"
+    )
     accuracy_axes.set_ylabel("eval accuracy (fp32)")
     curve.set_title("training")
     lines = curve.get_legend_handles_labels()[0] + accuracy_axes.get_legend_handles_labels()[0]

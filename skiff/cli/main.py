@@ -90,7 +90,7 @@ def train_model(
                 progress.update(
                     task,
                     completed=event["epoch"],
-                    status=f"loss {event['loss']:.4f}  eval acc {event['eval_accuracy']:.4f}"
+                    status=f"loss {event['loss']:.4f}  val acc {event['validation_accuracy']:.4f}"
                     + ("  exporting + quantizing" if event["epoch"] == hp.epochs else ""),
                 )
 

@@ -228,31 +228,45 @@ def read_csv_dir(directory: str | Path, limits: CsvLimits = CsvLimits()) -> Data
     return dataset
 
 
-def in_eval_split(text: str, eval_fraction: float) -> bool:
-    """Whether a text belongs to the evaluation split.
+EVAL_SPLIT = b"skiff-eval-split"
+VALIDATION_SPLIT = b"skiff-validation-split"
+"""Salts of the two hashed splits: a text's place in one says nothing about the other."""
+
+
+def in_hashed_split(text: str, fraction: float, salt: bytes = EVAL_SPLIT) -> bool:
+    """Whether a text belongs to the held-out part of the split named by ``salt``.
 
     Depends only on the text, so a row never moves between splits as the dataset grows, and
     duplicate texts always land together (no train/eval leakage through duplicates).
     """
-    digest = hashlib.blake2b(b"skiff-eval-split\x00" + text.strip().encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64 < eval_fraction
+    digest = hashlib.blake2b(salt + b"\x00" + text.strip().encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < fraction
 
 
-def split_dataset(dataset: Dataset, eval_fraction: float) -> tuple[Dataset, Dataset]:
+def in_eval_split(text: str, eval_fraction: float) -> bool:
+    """Whether a text belongs to the evaluation split (see :func:`in_hashed_split`)."""
+    return in_hashed_split(text, eval_fraction, EVAL_SPLIT)
+
+
+def split_dataset(
+    dataset: Dataset, eval_fraction: float, salt: bytes = EVAL_SPLIT, names: tuple[str, str] = ("train", "eval")
+) -> tuple[Dataset, Dataset]:
+    """(kept, held out): the rows outside and inside the hashed split named by ``salt``."""
     if not 0.0 < eval_fraction < 1.0:
         raise ConfigError(f"eval_fraction should be between 0 and 1 (got: {eval_fraction})")
     train: list[Example] = []
     evaluation: list[Example] = []
     for example in dataset.examples:
-        (evaluation if in_eval_split(example.text, eval_fraction) else train).append(example)
-    for name, part in (("training", train), ("evaluation", evaluation)):
+        (evaluation if in_hashed_split(example.text, eval_fraction, salt) else train).append(example)
+    for name, part in zip(names, (train, evaluation), strict=True):
         if not part:
-            wanted = f"a non-empty {name} split with eval_fraction={eval_fraction}"
+            wanted = f"a non-empty {name} split with fraction {eval_fraction}"
             raise DatasetError(
                 dataset.source,
                 [Problem(f"expected {wanted} (got: {len(dataset)} rows in all)")],
             )
-    return Dataset(tuple(train), dataset.source + "#train"), Dataset(tuple(evaluation), dataset.source + "#eval")
+    kept, held_out = (f"{dataset.source}#{name}" for name in names)
+    return Dataset(tuple(train), kept), Dataset(tuple(evaluation), held_out)
 
 
 def write_csv(path: str | Path, examples: Iterable[Example]) -> None:

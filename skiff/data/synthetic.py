@@ -16,10 +16,7 @@ from skiff.data.dataset import Example
 # Phrases of each topic and part, separated by "|".
 _PHRASES: dict[str, dict[str, str]] = {
     "billing": {
-        "subject": (
-            "my invoice|the last bill|my card|the refund|my subscription fee|the payment|a double "
-            "charge"
-        ),
+        "subject": ("my invoice|the last bill|my card|the refund|my subscription fee|the payment|a double charge"),
         "problem": (
             "shows the wrong amount|was charged twice|has not arrived|is higher than last month|was "
             "declined|needs a VAT number|is still pending"
@@ -45,8 +42,7 @@ _PHRASES: dict[str, dict[str, str]] = {
     "account": {
         "subject": "my password|my account|my email address|two factor login|my profile|my username",
         "problem": (
-            "was changed without me|is locked|needs updating|does not accept the code|was deleted|is "
-            "still pending"
+            "was changed without me|is locked|needs updating|does not accept the code|was deleted|is still pending"
         ),
         "ask": "please unlock it|how do I reset it|can you verify my identity|I want to close it",
     },

@@ -41,6 +41,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "word_ngrams": (1, 5),
     "max_features": (1, 100_000),
     "eval_fraction": (0.0, 1.0),
+    "validation_fraction": (0.0, 0.5),
+    "early_stopping_patience": (0, 1000),
     "seed": (0, 2**32 - 1),
     "min_parity_agreement": (0.0, 1.0),
     "max_length": (2, 4096),
@@ -74,11 +76,20 @@ class Hyperparameters:
     char_ngrams: str = "2-5"
     max_features: int = 2048
     eval_fraction: float = 0.2
+    # The rows training decides on, held out from the training rows by a hash of the text
+    # (training/pipeline.py): the epoch that ships (the best on it, by accuracy then loss), the
+    # temperature, prune_rows=auto's choice. Never the eval split, which may be the user's test
+    # set. 0: no validation split; those decisions then fall back to the eval split, and the
+    # last epoch ships.
+    validation_fraction: float = 0.1
+    # Stop once this many epochs in a row did not beat the best on the validation split (0:
+    # run every epoch). The best epoch ships either way.
+    early_stopping_patience: int = 3
     seed: int = 13
     min_parity_agreement: float = 0.99
     mixed_precision: bool = True
     length_bucketing: bool = True  # batches of similar lengths: little padding (training/batches.py)
-    # "temperature": the served scores are softmax(logits / T), T fitted on the eval split
+    # "temperature": the served scores are softmax(logits / T), T fitted on the validation split
     # (training/calibration.py); "none" ships the raw scores.
     calibration: str = "temperature"
     # bag family: "linear" scores a text straight from its n-grams' table rows (one weight per
@@ -87,8 +98,8 @@ class Hyperparameters:
     bag_head: str = "linear"
     # bag family: which rows of the hashed table ship (training/families/bag.py). Rows training
     # never touched never ship; "trained" keeps all the others, a fraction keeps that share of
-    # them (the ones that move the logits most), "auto" the smallest share whose eval accuracy
-    # stays within prune_tolerance of the unpruned model's. The default ships every trained row:
+    # them (the ones that move the logits most), "auto" the smallest share whose validation
+    # accuracy stays within prune_tolerance of the unpruned model's. The default ships every trained row:
     # with the linear head that is 0.68 MB on sms-spam, and "auto" there chose 2 % of the rows
     # (28 KB) for a 0.11-point loss on the eval split that was 0.45 on test.csv
     # (benchmarks/RESULTS.md, "Model quality").

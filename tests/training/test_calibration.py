@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from skiff.model.metrics import expected_calibration_error
-from training.calibration import CalibratedSoftmax, calibration_report, fit_temperature, scaled
+from training.calibration import (
+    CalibratedSoftmax,
+    calibration_report,
+    cross_fitted_calibration_report,
+    fit_temperature,
+    scaled,
+)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -52,10 +58,24 @@ def test_separable_rows_keep_the_temperature_bounded() -> None:
     assert 0.04 < fit_temperature(probabilities, np.zeros(50, dtype=int)) < 21
 
 
-def test_scaling_lowers_the_ece_of_overconfident_scores_on_rows_it_was_not_fitted_on() -> None:
+def test_t_fitted_on_validation_rows_lowers_the_ece_of_overconfident_scores_on_eval_rows() -> None:
+    logits, labels = sampled(4_000, 3.0)
+    report = calibration_report(softmax(logits[:2000]), labels[:2000], softmax(logits[2000:]), labels[2000:])
+    assert report["temperature"] == pytest.approx(fit_temperature(softmax(logits[:2000]), labels[:2000]))
+    assert (report["fitted_on"], report["fitted_rows"], report["measured_on"]) == (
+        "validation split",
+        2000,
+        "eval split",
+    )
+    assert report["ece"] < report["ece_before"] / 3
+    assert report["nll"] < report["nll_before"]
+
+
+def test_without_validation_rows_the_ece_after_scaling_is_cross_fitted_on_the_eval_split() -> None:
     logits, labels = sampled(4_000, 3.0)
     halves = np.arange(len(labels)) % 2
-    report = calibration_report(softmax(logits), labels, halves)
+    report = cross_fitted_calibration_report(softmax(logits), labels, halves)
+    assert report["fitted_on"] == "eval split" and "cross-fitted" in report["measured_on"]
     assert report["ece"] < report["ece_before"] / 3
     assert report["nll"] < report["nll_before"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ def _fit(
     checkpoints: Path | None,
     tmp_path: Path,
     stop_after: int | None = None,
+    keep_best: bool = True,
 ) -> FitResult:
     import importlib
 
@@ -61,6 +63,7 @@ def _fit(
         checkpoint_dir=checkpoints,
         device=torch.device("cpu"),
         on_epoch_end=on_epoch_end,
+        keep_best=keep_best,
     )
 
 
@@ -114,6 +117,61 @@ def test_checkpoint_from_other_hyperparameters_is_refused(
     other = _hyperparameters("bag", tiny_base, learning_rate=0.5)
     with pytest.raises(TrainingError, match=r"expected checkpoints in .* from this dataset and these hyperparameters"):
         _fit("bag", texts, other, tmp_path / "ckpt", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def misleading(texts: LabelledTexts) -> LabelledTexts:
+    """Validation rows labelled the wrong way round: the better the model learns, the worse it
+    scores on them, so an early epoch is the best and later ones never beat it."""
+    return replace(texts, validation_targets=1 - texts.validation_targets)
+
+
+def _best(result: FitResult) -> int:
+    return max(result.history, key=lambda r: (r.validation_accuracy, -r.validation_loss)).epoch
+
+
+def test_the_best_epoch_on_the_validation_rows_ships(misleading: LabelledTexts, tmp_path: Path) -> None:
+    hp = replace(SMALL_HYPERPARAMETERS, epochs=6, early_stopping_patience=0)
+    result = _fit("bag", misleading, hp, None, tmp_path)
+    best = _best(result)
+    assert len(result.history) == 6 and result.best_epoch == best < 6 and not result.stopped_early
+    assert _same_weights(result, _fit("bag", misleading, replace(hp, epochs=best), None, tmp_path))
+
+
+def test_training_stops_after_patience_epochs_without_a_better_one(misleading: LabelledTexts, tmp_path: Path) -> None:
+    hp = replace(SMALL_HYPERPARAMETERS, epochs=20, early_stopping_patience=2)
+    result = _fit("bag", misleading, hp, None, tmp_path)
+    assert result.stopped_early and len(result.history) == result.best_epoch + 2 < 20
+    assert _best(result) == result.best_epoch
+
+
+def test_without_keep_best_every_epoch_runs_and_the_last_ships(misleading: LabelledTexts, tmp_path: Path) -> None:
+    hp = replace(SMALL_HYPERPARAMETERS, epochs=6, early_stopping_patience=2)
+    result = _fit("bag", misleading, hp, None, tmp_path, keep_best=False)
+    assert len(result.history) == 6 and result.best_epoch == 6 and not result.stopped_early
+    assert _same_weights(result, _fit("bag", misleading, replace(hp, epochs=6), None, tmp_path, keep_best=False))
+
+
+def test_a_run_resumed_after_it_stopped_early_trains_no_more_and_ships_the_best_epoch(
+    misleading: LabelledTexts, tmp_path: Path
+) -> None:
+    hp = replace(SMALL_HYPERPARAMETERS, epochs=20, early_stopping_patience=2)
+    first = _fit("bag", misleading, hp, tmp_path / "ckpt", tmp_path)
+    again = _fit("bag", misleading, hp, tmp_path / "ckpt", tmp_path)
+    assert first.stopped_early and again.samples_seen == 0 and again.best_epoch == first.best_epoch
+    assert _same_weights(first, again)
+
+
+def test_a_run_interrupted_after_its_best_epoch_resumes_to_the_same_weights(
+    misleading: LabelledTexts, tmp_path: Path
+) -> None:
+    hp = replace(SMALL_HYPERPARAMETERS, epochs=6, early_stopping_patience=0)
+    straight = _fit("bag", misleading, hp, None, tmp_path)
+    with pytest.raises(Interrupted):
+        _fit("bag", misleading, hp, tmp_path / "ckpt", tmp_path, stop_after=straight.best_epoch + 1)
+    resumed = _fit("bag", misleading, hp, tmp_path / "ckpt", tmp_path)
+    assert resumed.resumed_from_epoch == straight.best_epoch + 1 and resumed.best_epoch == straight.best_epoch
+    assert _same_weights(straight, resumed)
 
 
 def test_fewer_rows_than_one_batch_is_refused(texts: LabelledTexts, tiny_base: Path, tmp_path: Path) -> None:

@@ -47,8 +47,22 @@ def test_int8_file_holds_the_table_in_one_byte_per_weight(sms_artifact: Path, me
 
 def test_metrics_record_training_speed_and_history(metrics: dict) -> None:
     training = metrics["training"]
-    assert training["rows"] == 4460 and training["samples_per_second"] > 0
-    assert [h["epoch"] for h in training["history"]] == list(range(1, training["epochs"] + 1))
+    assert training["samples_per_second"] > 0
+    assert [h["epoch"] for h in training["history"]] == list(range(1, training["epochs_run"] + 1))
+    assert 1 <= training["best_epoch"] <= training["epochs_run"] <= training["epochs"]
+
+
+def test_the_validation_split_is_held_out_of_the_training_rows_not_taken_from_the_test_set(metrics: dict) -> None:
+    validation = metrics["validation"]
+    assert validation["kind"] == "hashed from the training rows"
+    assert metrics["training"]["rows"] + validation["rows"] == 4460  # train.csv; test.csv stays the eval split
+    assert 0.05 * 4460 < validation["rows"] < 0.15 * 4460  # validation_fraction 0.1
+
+
+def test_the_shipped_epoch_is_the_best_on_the_validation_split(metrics: dict) -> None:
+    history = metrics["training"]["history"]
+    best = max(history, key=lambda h: (h["validation_accuracy"], -h["validation_loss"]))
+    assert metrics["training"]["best_epoch"] == best["epoch"]
 
 
 def test_served_predictions_match_the_recorded_evaluation(sms_artifact: Path, sms_spam: Path, metrics: dict) -> None:
@@ -68,8 +82,9 @@ def test_artifact_verifies(sms_artifact: Path) -> None:
     assert load_artifact(sms_artifact).labels == ["ham", "spam"]
 
 
-def test_served_scores_are_temperature_scaled_and_the_ece_is_recorded(metrics: dict) -> None:
+def test_served_scores_are_temperature_scaled_with_t_from_the_validation_split(metrics: dict) -> None:
     calibration = metrics["calibration"]
     assert calibration["method"] == "temperature" and 0.05 < calibration["temperature"] < 20
-    assert calibration["nll"] <= calibration["nll_before"] + 1e-9  # T minimises the eval NLL; T = 1 was a candidate
+    assert (calibration["fitted_on"], calibration["fitted_rows"]) == ("validation split", metrics["validation"]["rows"])
+    assert calibration["measured_on"] == "eval split"  # test.csv: T never saw it
     assert 0.0 <= calibration["ece"] <= 1.0 and 0.0 <= calibration["ece_before"] <= 1.0

@@ -39,8 +39,8 @@ def test_pruned_bag_by_default_serves_under_2_5_mb(metrics: dict) -> None:
 
 def test_pruned_bag_accuracy_stays_within_the_tolerance_of_the_unpruned_model(metrics: dict) -> None:
     compression = metrics["compression"]
-    floor = compression["unpruned_eval_accuracy"] - compression["tolerance"]
-    assert compression["eval_accuracy"] >= floor
+    floor = compression["unpruned_validation_accuracy"] - compression["tolerance"]
+    assert compression["validation_accuracy"] >= floor
     assert metrics["eval"]["int8"]["accuracy"] >= floor
 
 
@@ -125,7 +125,7 @@ def test_prune_rows_auto_ships_the_smallest_share_within_the_tolerance(demo_csv:
     train, evaluation = split_dataset(read_csv(demo_csv), 0.2)
     hp = Hyperparameters(**SMALL, prune_rows="auto")
     compression = build_artifact(TrainingData(train, evaluation, "hashed-split"), hp, tmp_path)["compression"]
-    floor = compression["unpruned_eval_accuracy"] - compression["tolerance"]
+    floor = compression["unpruned_validation_accuracy"] - compression["tolerance"]
     *refused, chosen = compression["tried"]
-    assert all(t["eval_accuracy"] < floor for t in refused)
-    assert chosen["eval_accuracy"] >= floor and chosen["rows"] == compression["kept_rows"]
+    assert all(t["validation_accuracy"] < floor for t in refused)
+    assert chosen["validation_accuracy"] >= floor and chosen["rows"] == compression["kept_rows"]

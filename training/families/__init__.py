@@ -22,12 +22,14 @@ from training.loop import TrainingTask
 
 @dataclass(frozen=True)
 class LabelledTexts:
-    """The training and evaluation texts with their label indices into ``labels``."""
+    """The training and validation texts with their label indices into ``labels``: the loop
+    scores the validation rows after every epoch, and the families decide on them (which
+    table rows ship)."""
 
     train_texts: list[str]
     train_targets: torch.Tensor
-    eval_texts: list[str]
-    eval_targets: torch.Tensor
+    validation_texts: list[str]
+    validation_targets: torch.Tensor
     labels: list[str]
 
 

@@ -179,7 +179,7 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
     featurizer = HashedNgramFeaturizer(hp.preprocessing())
     began = time.perf_counter()
     train = RaggedTokens.from_ragged(*featurizer.ragged(data.train_texts), PADDING_ID)
-    evaluation = RaggedTokens.from_ragged(*featurizer.ragged(data.eval_texts), PADDING_ID)
+    validation = RaggedTokens.from_ragged(*featurizer.ragged(data.validation_texts), PADDING_ID)
     idf = inverse_document_frequency(train, hp.buckets)
     featurize_seconds = time.perf_counter() - began
     task = TrainingTask(
@@ -190,8 +190,8 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
         inputs=lambda ids, mask: {"token_ids": ids},  # padding id 0 is the mask
         train=train,
         train_targets=data.train_targets,
-        evaluation=evaluation,
-        eval_targets=data.eval_targets,
+        validation=validation,
+        validation_targets=data.validation_targets,
     )
     return Family(
         task,
@@ -236,8 +236,8 @@ def prune(
                 model.idf_codes[ranked[:count]] = codes[ranked[:count]]
         cpu = torch.device("cpu")
         return {
-            "eval_accuracy": evaluate(model, task, task.evaluation, task.eval_targets, cpu),
-            "train_accuracy": evaluate(model, task, task.train, task.train_targets, cpu),
+            "validation_accuracy": evaluate(model, task, task.validation, task.validation_targets, cpu)[0],
+            "train_accuracy": evaluate(model, task, task.train, task.train_targets, cpu)[0],
         }
 
     # As trained: untouched rows hold their random initial values.
@@ -247,10 +247,11 @@ def prune(
     for candidate in AUTO_SHARES if share is None else (share,):
         count = min(len(ranked), max(1, math.ceil(candidate * len(ranked))))
         tried.append({"share": candidate, "rows": count, **accuracy_keeping(count)})
-        # The eval split decides: it measures what pruning is for, answers on texts not trained
-        # on. Training accuracy is recorded beside it; it falls as rare features go, which is
-        # memorisation lost rather than quality (on sms-spam test accuracy even rose at 25 %).
-        if share is not None or tried[-1]["eval_accuracy"] >= unpruned["eval_accuracy"] - hp.prune_tolerance:
+        # The validation split decides: it measures what pruning is for, answers on texts not
+        # trained on. Training accuracy is recorded beside it; it falls as rare features go,
+        # which is memorisation lost rather than quality (on sms-spam test accuracy even rose at 25 %).
+        floor = unpruned["validation_accuracy"] - hp.prune_tolerance
+        if share is not None or tried[-1]["validation_accuracy"] >= floor:
             break
     chosen = tried[-1]
     remap = BucketRemap(torch.sort(ranked[: chosen["rows"]]).values.numpy(), hp.buckets)
@@ -271,9 +272,9 @@ def prune(
         "table_rows": table.shape[0],
         "trained_rows": len(ranked),
         "kept_rows": chosen["rows"],
-        "unpruned_eval_accuracy": unpruned["eval_accuracy"],
+        "unpruned_validation_accuracy": unpruned["validation_accuracy"],
         "unpruned_train_accuracy": unpruned["train_accuracy"],
-        "eval_accuracy": chosen["eval_accuracy"],
+        "validation_accuracy": chosen["validation_accuracy"],
         "train_accuracy": chosen["train_accuracy"],
         "tried": tried,
     }

@@ -208,7 +208,7 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
         cuts = Cuts(cuts.layers, old_ids, featurizer.pad_id)
         vocabulary["kept"] = len(old_ids)
         train = tokenize(featurizer, data.train_texts)  # a token under the floor is [UNK] now
-    evaluation = tokenize(featurizer, data.eval_texts)
+    validation = tokenize(featurizer, data.validation_texts)
     featurize_seconds = time.perf_counter() - began
     if Distributed.from_env().is_writer:
         model_dir.mkdir(parents=True, exist_ok=True)  # the tokenizer travels in the artifact
@@ -227,8 +227,8 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
         inputs=lambda ids, mask: {"input_ids": ids, "attention_mask": mask.long()},
         train=train,
         train_targets=data.train_targets,
-        evaluation=evaluation,
-        eval_targets=data.eval_targets,
+        validation=validation,
+        validation_targets=data.validation_targets,
     )
     return Family(
         task,
