@@ -10,6 +10,7 @@ import torch
 
 from skiff.model.metrics import expected_calibration_error
 from training.calibration import (
+    LOG_T_RANGE,
     CalibratedSoftmax,
     calibration_report,
     cross_fitted_calibration_report,
@@ -51,6 +52,18 @@ def test_ece_of_no_rows_is_zero() -> None:
 def test_the_fitted_temperature_recovers_the_one_the_labels_were_drawn_with(true_temperature: float) -> None:
     logits, labels = sampled(20_000, true_temperature)
     assert fit_temperature(softmax(logits), labels) == pytest.approx(true_temperature, rel=0.1)
+
+
+def test_a_split_classified_without_error_does_not_push_scores_to_certainty() -> None:
+    """47 correct rows at 70-90 % confidence: hard labels would fit the smallest T (every score
+    0 or 1); the smoothed targets stop at about the confidence 47 correct answers support."""
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.7, 0.9, 47)
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    temperature = fit_temperature(probabilities, np.zeros(47, dtype=int))
+    sharpened = scaled(np.log(probabilities), temperature)[:, 0]
+    assert temperature > np.exp(LOG_T_RANGE[0]) * 1.5
+    assert 0.95 < np.median(sharpened) < 0.999
 
 
 def test_separable_rows_keep_the_temperature_bounded() -> None:
