@@ -123,7 +123,7 @@ def split_roles(data: TrainingData, hp: Hyperparameters) -> Split:
     if hp.validation_fraction > 0:
         try:
             train, validation = split_dataset(
-                data.train, hp.validation_fraction, VALIDATION_SPLIT, names=("train", "validation")
+                data.train, hp.validation_fraction, VALIDATION_SPLIT, names=("training", "validation")
             )
         except DatasetError as exc:
             log.warning("no validation split (%s); the eval split stands in for it", exc)

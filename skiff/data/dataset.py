@@ -249,7 +249,10 @@ def in_eval_split(text: str, eval_fraction: float) -> bool:
 
 
 def split_dataset(
-    dataset: Dataset, eval_fraction: float, salt: bytes = EVAL_SPLIT, names: tuple[str, str] = ("train", "eval")
+    dataset: Dataset,
+    eval_fraction: float,
+    salt: bytes = EVAL_SPLIT,
+    names: tuple[str, str] = ("training", "evaluation"),
 ) -> tuple[Dataset, Dataset]:
     """(kept, held out): the rows outside and inside the hashed split named by ``salt``."""
     if not 0.0 < eval_fraction < 1.0:
@@ -260,12 +263,13 @@ def split_dataset(
         (evaluation if in_hashed_split(example.text, eval_fraction, salt) else train).append(example)
     for name, part in zip(names, (train, evaluation), strict=True):
         if not part:
-            wanted = f"a non-empty {name} split with fraction {eval_fraction}"
+            wanted = f"a non-empty {name} split with fraction={eval_fraction}"
             raise DatasetError(
                 dataset.source,
                 [Problem(f"expected {wanted} (got: {len(dataset)} rows in all)")],
             )
-    kept, held_out = (f"{dataset.source}#{name}" for name in names)
+    short = {"training": "train", "evaluation": "eval"}
+    kept, held_out = (f"{dataset.source}#{short.get(name, name)}" for name in names)
     return Dataset(tuple(train), kept), Dataset(tuple(evaluation), held_out)
 
 
