@@ -55,7 +55,8 @@ class Retraining(pulumi.ComponentResource):
             "sagemaker.amazonaws.com",
             [
                 statement(["s3:GetObject"], objects(args.data_bucket, "datasets/")),
-                statement(["s3:GetObject"], objects(args.artifacts_bucket, "source/", "base-models/")),
+                # models/: a distillation job reads its teacher, a registered artifact (never writes one)
+                statement(["s3:GetObject"], objects(args.artifacts_bucket, "source/", "base-models/", "models/")),
                 statement(["s3:GetObject", "s3:PutObject"], objects(args.artifacts_bucket, "jobs/", "checkpoints/")),
                 statement(
                     ["s3:ListBucket"],
@@ -65,7 +66,7 @@ class Retraining(pulumi.ComponentResource):
                 statement(
                     ["s3:ListBucket"],
                     [args.artifacts_bucket.arn],
-                    Condition={"StringLike": {"s3:prefix": ["checkpoints/*", "jobs/*", "base-models/*"]}},
+                    Condition={"StringLike": {"s3:prefix": ["checkpoints/*", "jobs/*", "base-models/*", "models/*"]}},
                 ),
                 kms,
                 *sagemaker_container_statements(

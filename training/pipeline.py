@@ -9,8 +9,8 @@ import hashlib
 import importlib
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from skiff.model import artifact
 from skiff.model.hyperparameters import Hyperparameters
 from skiff.model.metrics import classification_report, majority_baseline_accuracy
 from skiff.model.predictor import MAX_BATCH_TEXTS
+from training import distillation
 from training.calibration import calibrated_softmax_of, calibration_report, cross_fitted_calibration_report
+from training.distillation import Teacher
 from training.export import batch1_latency_ms, export_onnx, onnx_probabilities, parity, quantize_int8
 from training.families import LabelledTexts
 from training.loop import EpochRecord, fit
@@ -134,6 +136,35 @@ def split_roles(data: TrainingData, hp: Hyperparameters) -> Split:
     return Split(data.train, data.evaluation, data.evaluation, labels, validation_is_held_out=False)
 
 
+def _distillation_rows(
+    teacher: Teacher, split: Split, hp: Hyperparameters, unlabeled: Sequence[str]
+) -> tuple[list[str], torch.Tensor, tuple[torch.Tensor, dict[str, int]]]:
+    """Texts to train on, their hard labels (the teacher's for unlabeled texts: a family's own
+    bookkeeping wants one), and the loop's targets with the teacher's soft scores."""
+    teacher.check_labels(split.labels)
+    labelled = list(split.train.texts)
+    copies = distillation.augmented(labelled, hp.distill_augment, hp.seed)
+    texts = labelled + copies + list(unlabeled)
+    log.info(
+        "distilling from teacher %s: scoring %d training, %d augmented and %d unlabeled texts",
+        teacher.version or "(a local artifact)",
+        len(labelled),
+        len(copies),
+        len(unlabeled),
+    )
+    scores = teacher.scores(texts)
+    y = list(split.train_y)
+    hard = (
+        y
+        + [label for label in y for _ in range(hp.distill_augment)]
+        + scores[len(labelled) + len(copies) :].argmax(1).tolist()
+    )
+    has_label = [True] * (len(labelled) + len(copies)) + [False] * len(unlabeled)
+    targets = distillation.targets_tensor(hard, has_label, distillation.soft_targets(scores, hp.distill_temperature))
+    rows = {"training": len(labelled), "augmented": len(copies), "unlabeled": len(unlabeled)}
+    return texts, torch.as_tensor(hard, dtype=torch.long), (targets, rows)
+
+
 def build_artifact(
     data: TrainingData,
     hp: Hyperparameters,
@@ -143,22 +174,36 @@ def build_artifact(
     device: torch.device | None = None,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     lineage: dict[str, Any] | None = None,
+    teacher: Teacher | None = None,
+    unlabeled: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train, export, quantize, check parity and write the artifact; return its metrics."""
+    """Train, export, quantize, check parity and write the artifact; return its metrics.
+
+    With a ``teacher``, the model is distilled from it (training/distillation.py) on the
+    training rows, their augmented copies and the ``unlabeled`` texts."""
     model_dir.mkdir(parents=True, exist_ok=True)
     split = split_roles(data, hp)
     labels = split.labels
     train_y, validation_y, eval_y = split.train_y, split.validation_y, split.eval_y
     fingerprint = data.train.fingerprint()
     fp32_path, int8_path = model_dir / artifact.MODEL_FP32, model_dir / artifact.MODEL_INT8
+    train_texts, hard = list(split.train.texts), torch.as_tensor(train_y, dtype=torch.long)
+    distilled: tuple[torch.Tensor, dict[str, int]] | None = None
+    if teacher is not None:
+        train_texts, hard, distilled = _distillation_rows(teacher, split, hp, unlabeled)
     texts = LabelledTexts(
-        split.train.texts,
-        torch.as_tensor(train_y, dtype=torch.long),
-        split.validation.texts,
-        torch.as_tensor(validation_y, dtype=torch.long),
-        labels,
+        train_texts, hard, split.validation.texts, torch.as_tensor(validation_y, dtype=torch.long), labels
     )
     family = importlib.import_module(f"training.families.{hp.model_family}").prepare(texts, hp, model_dir)
+    if distilled is not None:
+        family = replace(
+            family,
+            task=replace(
+                family.task,
+                train_targets=distilled[0],
+                loss=distillation.distillation_loss(hp.distill_temperature, hp.distill_weight),
+            ),
+        )
     result = fit(
         family.task,
         hp,
@@ -207,6 +252,13 @@ def build_artifact(
         "latency": batch1_latency_ms(int8_path, featurizer, data.evaluation.texts),
         "sizes": {**sizes, "int8_over_fp32": sizes[artifact.MODEL_INT8] / sizes[artifact.MODEL_FP32]},
         "validation": split.describe(),
+        "distillation": (
+            distillation.describe(
+                teacher, hp, distilled[1], distillation.agreement(int8_scores, teacher.scores(data.evaluation.texts))
+            )
+            if teacher is not None and distilled is not None
+            else None
+        ),
         "training": {
             "rows": len(split.train),
             "label_counts": split.train.label_counts(),
@@ -260,7 +312,10 @@ def build_artifact(
                 "eval_kind": data.evaluation_kind,
                 "labels": labels,
             },
-            "lineage": lineage or {},
+            "lineage": {
+                **(lineage or {}),
+                **({"teacher": {"version": teacher.version, "model_family": teacher.model_family}} if teacher else {}),
+            },
         },
     )
     log.info("artifact written to %s: %s", model_dir, json.dumps({"accuracy": int8_report["accuracy"]}))

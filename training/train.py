@@ -65,6 +65,14 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, Hyperparameters]:
     parser = _Arguments(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", default=env("SM_CHANNEL_TRAIN"), help="CSV file or directory of CSV parts")
     parser.add_argument("--test", default=env("SM_CHANNEL_TEST"), help="optional evaluation CSV file or directory")
+    parser.add_argument(
+        "--teacher", default=env("SM_CHANNEL_TEACHER"), help="optional Skiff artifact directory to distill from"
+    )
+    parser.add_argument(
+        "--unlabeled",
+        default=env("SM_CHANNEL_UNLABELED"),
+        help="optional CSVs of texts for the teacher to score",
+    )
     parser.add_argument("--model-dir", default=env("SM_MODEL_DIR"))
     parser.add_argument("--output-data-dir", default=env("SM_OUTPUT_DATA_DIR"))
     parser.add_argument(
@@ -79,7 +87,15 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, Hyperparameters]:
     missing = [name for name in ("train", "model_dir") if getattr(args, name) is None]
     if missing:
         parser.error(f"expected --{missing[0].replace('_', '-')} or its SM_ environment variable (got: neither)")
-    return args, Hyperparameters.from_strings(_hyperparameters(rest))
+    hp = Hyperparameters.from_strings(_hyperparameters(rest))
+    if hp.teacher_version and not args.teacher:
+        parser.error(
+            f"expected the teacher channel (--teacher or SM_CHANNEL_TEACHER) for teacher_version="
+            f"{hp.teacher_version} (got: neither)"
+        )
+    if args.unlabeled and not args.teacher:
+        parser.error("expected a teacher to score the unlabeled channel's texts (got: no teacher channel)")
+    return args, hp
 
 
 def _hyperparameters(rest: list[str]) -> dict[str, str]:
@@ -161,6 +177,12 @@ def _run(args: argparse.Namespace, hp: Hyperparameters) -> int:
         progress.emit("epoch", epochs=hp.epochs, **vars(record))
 
     model_dir = Path(args.model_dir)
+    teacher = None
+    if args.teacher:
+        from training.distillation import Teacher, read_texts
+
+        teacher = Teacher.load(Path(args.teacher), hp.teacher_version)
+        unlabeled = read_texts(Path(args.unlabeled)) if args.unlabeled else []
     metrics = build_artifact(
         data,
         hp,
@@ -168,6 +190,8 @@ def _run(args: argparse.Namespace, hp: Hyperparameters) -> int:
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         on_epoch_end=on_epoch_end,
         lineage={"training_job": os.environ.get("TRAINING_JOB_NAME")},
+        teacher=teacher,
+        unlabeled=unlabeled if teacher else (),
     )
     if not metrics:
         return 0  # a DDP rank other than 0: it helped train; rank 0 wrote the artifact

@@ -7,6 +7,7 @@ them back with :meth:`Hyperparameters.from_strings`, so the two can never drift 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -49,11 +50,16 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "gradient_accumulation_steps": (1, 1024),
     "prune_tolerance": (0.0, 0.1),
     "encoder_layers": (0, 128),
+    "distill_temperature": (1.0, 20.0),
+    "distill_weight": (0.0, 1.0),
+    "distill_augment": (0, 20),
     "vocabulary_min_count": (0, 1_000_000),
 }
 """Inclusive ranges, checked (NaN and infinities refused) wherever hyperparameters enter: the CLI,
 the stack's config, the job launcher and the job itself all build this class."""
 MAX_TABLE_WEIGHTS = 1 << 28  # float32: 1 GiB
+_VERSION_NAME = re.compile(r"[A-Za-z0-9._-]{0,100}")
+"""teacher_version lands in an S3 key (models/<version>/): nothing that could leave that prefix."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,15 @@ class Hyperparameters:
     # times plus the special ones (0: the base model's whole vocabulary).
     encoder_layers: int = 0
     vocabulary_min_count: int = 0
+    # Distillation (training/distillation.py): a registry version whose model teaches this one
+    # (the launcher hands its artifact to the job as the "teacher" channel; empty: no teacher).
+    # The student learns the teacher's scores softened by distill_temperature, weighted
+    # distill_weight against the labels, on the training rows, distill_augment word-dropped
+    # copies of each, and the texts of an optional "unlabeled" channel.
+    teacher_version: str = ""
+    distill_temperature: float = 2.0
+    distill_weight: float = 0.5
+    distill_augment: int = 0
 
     def __post_init__(self) -> None:
         if self.model_family not in MODEL_FAMILIES:
@@ -140,6 +155,11 @@ class Hyperparameters:
             raise ConfigError(
                 f"buckets × embedding_dim should be at most {MAX_TABLE_WEIGHTS:,} (a 1 GiB table) "
                 f"(got: {self.buckets:,} × {self.embedding_dim:,})"
+            )
+        if not _VERSION_NAME.fullmatch(self.teacher_version):
+            raise ConfigError(
+                f"teacher_version should be a registry version (letters, digits, '.', '_', '-'; at most "
+                f"100) or empty (got: {self.teacher_version!r})"
             )
         self.prune_share()  # validates prune_rows
         self.preprocessing()  # validates buckets, n-gram settings

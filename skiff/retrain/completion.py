@@ -205,6 +205,8 @@ class TrainingCompletion:
                         "code_version": manifest.get("code_version"),
                         "dataset_fingerprint": manifest.get("dataset", {}).get("fingerprint"),
                         "model_artifacts": detail.get("ModelArtifacts", {}).get("S3ModelArtifacts"),
+                        # a distilled model's teacher (training/distillation.py), else None
+                        "teacher": manifest.get("lineage", {}).get("teacher"),
                     },
                     actor="training-events",
                 )

@@ -29,6 +29,7 @@ from skiff.aws import LazyClient, has_instance_storage
 from skiff.errors import ConfigError, ConflictError
 from skiff.model.artifact import code_version
 from skiff.model.hyperparameters import Hyperparameters
+from skiff.registry.artifacts import MODELS_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,9 @@ def training_job_request(
     channels = [_channel("train", channel_manifest_uri, "ManifestFile", ContentType="text/csv")]
     if settings.base_model_uri and settings.hyperparameters.model_family == "transformer":
         channels.append(_channel("base_model", settings.base_model_uri))  # train.py reads SM_CHANNEL_BASE_MODEL
+    if settings.hyperparameters.teacher_version:  # train.py reads SM_CHANNEL_TEACHER: a registered artifact
+        teacher = settings.hyperparameters.teacher_version
+        channels.append(_channel("teacher", f"s3://{settings.artifacts_bucket}/{MODELS_PREFIX}{teacher}/"))
     if settings.network_isolation:
         channels.append(_channel(CODE_CHANNEL, settings.source_uri))
     output_key, volume_key = training_job_keys(settings.kms_key_arn, settings.instance_type)

@@ -345,6 +345,21 @@ def test_first_good_model_is_promoted_with_lineage(retraining: Retraining, sms_p
     assert production.artifact_uri == f"s3://{ARTIFACTS}/models/{outcome['version']}/"
 
 
+def test_a_version_distilled_from_production_reads_it_as_its_teacher_and_names_it_in_its_lineage(
+    retraining: Retraining, sms_parts: list[bytes]
+) -> None:
+    teacher = train_version(retraining, sms_parts[0], "first.csv")["version"]
+    retraining.use_hyperparameters({**GOOD, "teacher_version": teacher, "distill_augment": 1})
+    retraining.trigger(retraining.upload("second.csv", sms_parts[1]))
+    job = retraining.sagemaker.describe_training_job(TrainingJobName=retraining.jobs()[-1])
+    (channel,) = [c for c in job["InputDataConfig"] if c["ChannelName"] == "teacher"]
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{ARTIFACTS}/models/{teacher}/"
+    student = retraining.complete(retraining.run_job(job["TrainingJobName"]))
+    lineage = retraining.registry.get(student["version"]).lineage
+    assert lineage["teacher"] == {"version": teacher, "model_family": "bag"}
+    assert lineage["hyperparameters"]["teacher_version"] == teacher
+
+
 @pytest.mark.slow
 def test_a_multipart_upload_trains_and_so_does_the_next_version(retraining: Retraining, sms_parts: list[bytes]) -> None:
     # ≈ 9 MiB, sent in 2 parts; long rows (each text padded with one long word) keep training short.

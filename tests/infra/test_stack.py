@@ -331,6 +331,16 @@ def test_the_job_launchers_are_told_the_stack_key(stack: Deployed) -> None:
     )
 
 
+def test_the_training_role_may_read_registered_models_to_distill_from_but_never_write_them(stack: Deployed) -> None:
+    artifacts = stack.named("aws:s3/bucket:Bucket", "artifacts").outputs["arn"]
+    policy = stack.named("aws:iam/rolePolicy:RolePolicy", "sagemaker-policy")
+    grants = {(a, r) for s in statements(policy) for a in as_list(s["Action"]) for r in as_list(s["Resource"])}
+    assert ("s3:GetObject", f"{artifacts}/models/*") in grants
+    assert not any(r.startswith(f"{artifacts}/models/") for a, r in grants if a == "s3:PutObject")
+    listing = [s for s in statements(policy) if as_list(s["Resource"]) == [artifacts]]
+    assert any("models/*" in s["Condition"]["StringLike"]["s3:prefix"] for s in listing)
+
+
 def test_job_launchers_may_set_retention_on_sagemakers_training_log_group_only(stack: Deployed) -> None:
     group = "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/sagemaker/TrainingJobs:*"
     for short in ("upload-trigger", "training-events"):

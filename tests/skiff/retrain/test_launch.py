@@ -49,6 +49,20 @@ def test_without_isolation_the_container_fetches_its_source_from_s3() -> None:
     assert json.loads(job["HyperParameters"]["sagemaker_submit_directory"]) == SOURCE
 
 
+def test_a_teacher_version_becomes_the_teacher_channel_of_its_registered_artifact() -> None:
+    job = request(SKIFF_HYPERPARAMETERS=json.dumps({"teacher_version": "v20261203-031315237-d8e9"}))
+    assert channels(job)["teacher"] == {
+        "S3DataType": "S3Prefix",
+        "S3Uri": "s3://artifacts/models/v20261203-031315237-d8e9/",
+        "S3DataDistributionType": "FullyReplicated",
+    }
+    assert json.loads(job["HyperParameters"]["teacher_version"]) == "v20261203-031315237-d8e9"
+
+
+def test_without_a_teacher_there_is_no_teacher_channel() -> None:
+    assert "teacher" not in channels(request())
+
+
 def test_an_unreadable_isolation_setting_is_refused_with_its_value() -> None:
     with pytest.raises(ConfigError, match="SKIFF_TRAINING_NETWORK_ISOLATION to be true or false .got: 'maybe'"):
         request(SKIFF_TRAINING_NETWORK_ISOLATION="maybe")
