@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -147,18 +147,18 @@ class _Prefix:
     with G[j] = sum_{k<j} values[k] * base^-k, the run's polynomial is base^(j-1) * (G[j] - G[i])
     (everything mod 2^64, which numpy's uint64 arithmetic wraps to)."""
 
-    def __init__(self, values: np.ndarray, base: int) -> None:
+    def __init__(self, values: np.ndarray, base: int, overhang: int = 0) -> None:
+        """``overhang``: runs may end up to that far past the values (the sums go on flat;
+        such runs' hashes are meaningless, for callers that mask them out)."""
         count = len(values) + 1
-        self.powers = _powers(base, count)
+        self.powers = _powers(base, count + overhang)
         inverse = _powers(_INVERSE[base], count)
-        self.sums = np.zeros(count, dtype=np.uint64)
-        np.cumsum(values * inverse[: count - 1], out=self.sums[1:])
+        self.sums = np.empty(count + overhang, dtype=np.uint64)
+        self.sums[0] = 0
+        np.cumsum(values * inverse[: count - 1], out=self.sums[1:count])
+        self.sums[count:] = self.sums[count - 1]
 
-    def runs(self, starts: np.ndarray, stops: np.ndarray, overhang: int = 0) -> np.ndarray:
-        """The hash of each run; with ``overhang``, runs may end up to that far past the values
-        (their results are meaningless, for callers that mask them out)."""
-        if overhang:
-            stops = np.minimum(stops, len(self.sums) - 1)
+    def runs(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
         return self.powers[stops - 1] * (self.sums[stops] - self.sums[starts])
 
 
@@ -219,54 +219,62 @@ def poly64_ids(token_lists: Sequence[Sequence[str]], spec: HashedNgramSpec) -> P
     if not tokens:
         empty = np.zeros(0, dtype=np.int64)
         return PlacedIds(empty, empty, empty, np.zeros(texts, dtype=np.int64))
-    counts = np.fromiter(map(len, token_lists), dtype=np.int64, count=texts)
     lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
     # Every token once, as "<token>": words hash the inside, character n-grams the whole.
     padded = np.frombuffer(("<" + "><".join(tokens) + ">").encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    chars = _Prefix(padded.astype(np.uint64) + np.uint64(1), _CHAR_BASE)
+    overhang = spec.char_ngrams[1] if spec.char_ngrams else 0
+    chars = _Prefix(np.add(padded, 1, dtype=np.uint64), _CHAR_BASE, overhang)
     starts = np.cumsum(lengths + 2) - (lengths + 2)  # of each "<token>"
     word_hashes = chars.runs(starts + 1, starts + 1 + lengths)
 
-    text_of_token = np.repeat(np.arange(texts, dtype=np.int64), counts)
-    blocks = [(word_hashes ^ np.uint64(_WORD_SALT | 1), text_of_token)]
+    # Each block: its features' hashes, and how to find the token each one starts at (needed
+    # only to place the features of several texts, so only computed then).
+    blocks: list[tuple[np.ndarray, Callable[[], np.ndarray]]] = []
+    everyone = np.arange(len(tokens), dtype=np.int64)
+    blocks.append((word_hashes ^ np.uint64(_WORD_SALT | 1), lambda: everyone))
+    counts = np.fromiter(map(len, token_lists), dtype=np.int64, count=texts)
+    text_of_token = np.repeat(np.arange(texts, dtype=np.int64), counts) if texts > 1 else None
     if spec.word_ngrams > 1:
         words = _Prefix(word_hashes, _WORD_BASE)
-        text_stop = np.cumsum(counts)[text_of_token]  # one past the last token of each token's text
-        index = np.arange(len(tokens), dtype=np.int64)
+        text_stop = np.cumsum(counts)[text_of_token] if texts > 1 else len(tokens)  # one past each text's last token
         for n in range(2, spec.word_ngrams + 1):
-            first = index[index + n <= text_stop]
-            blocks.append((words.runs(first, first + n) ^ np.uint64(_WORD_SALT | n), text_of_token[first]))
+            first = everyone[everyone + n <= text_stop]
+            blocks.append((words.runs(first, first + n) ^ np.uint64(_WORD_SALT | n), lambda first=first: first))
     if spec.char_ngrams is not None:
         low, high = spec.char_ngrams
-        eligible = lengths >= 2  # single symbols and letters are already word features
+        eligible = everyone[lengths >= 2]  # single symbols and letters are already word features
         spans = lengths[eligible] + 2
-        position = np.repeat(starts[eligible], spans) + _ragged_arange(spans)
-        sizes = np.arange(low, high + 1, dtype=np.int64)
+        position = (np.repeat(starts[eligible], spans) + _ragged_arange(spans))[:, None]
+        stops = position + np.arange(low, high + 1, dtype=np.int64)
         # One row per start, one column per n (row-major is features()' order); a run past its
         # token's end is hashed too, from the zero-padded tail of the prefix sums, then dropped.
-        grid = chars.runs(position[:, None], position[:, None] + sizes, overhang=high)
-        fits = position[:, None] + sizes <= np.repeat(starts[eligible] + spans, spans)[:, None]
-        salts = np.uint64(_CHAR_SALT) | sizes.astype(np.uint64)
-        owner = np.repeat(np.repeat(text_of_token[eligible], spans), fits.sum(axis=1))
-        blocks.append(((grid ^ salts)[fits], owner))
+        fits = stops <= np.repeat(starts[eligible] + spans, spans)[:, None]
+        salts = np.uint64(_CHAR_SALT) | np.arange(low, high + 1, dtype=np.uint64)
+        blocks.append(
+            (
+                (chars.runs(position, stops) ^ salts)[fits],
+                lambda: np.repeat(np.repeat(eligible, spans), fits.sum(axis=1)),
+            )
+        )
 
-    if texts == 1:  # one request's text: its blocks are already its order
+    if text_of_token is None:  # one request's text: its blocks are already its order
         hashes = np.concatenate([hashes for hashes, _ in blocks])[: spec.max_features]
         ids = (_splitmix64(hashes) % np.uint64(spec.buckets)).astype(np.int64) + 1
         column = np.arange(len(ids), dtype=np.int64)
         return PlacedIds(ids, np.zeros(len(ids), dtype=np.int64), column, np.array([len(ids)], dtype=np.int64))
     total = np.zeros(texts, dtype=np.int64)
-    columns = []
-    for _, owner in blocks:
+    columns, owners = [], []
+    for _, token_of in blocks:
+        owner = text_of_token[token_of()]
         per_text = np.bincount(owner, minlength=texts)
         columns.append(total[owner] + _ragged_arange(per_text))
+        owners.append(owner)
         total += per_text
     column = np.concatenate(columns)
     keep = column < spec.max_features
     hashes = np.concatenate([hashes for hashes, _ in blocks])[keep]
     ids = (_splitmix64(hashes) % np.uint64(spec.buckets)).astype(np.int64) + 1
-    row = np.concatenate([owner for _, owner in blocks])[keep]
-    return PlacedIds(ids, row, column[keep], np.minimum(total, spec.max_features))
+    return PlacedIds(ids, np.concatenate(owners)[keep], column[keep], np.minimum(total, spec.max_features))
 
 
 class Featurizer(Protocol):
