@@ -21,6 +21,7 @@ from skiff.registry.artifacts import ArtifactStore
 from skiff.registry.auto_rollback import rollback_on_alarm
 from skiff.registry.table import ModelVersion, Registry
 from skiff.serve.gpu_endpoint import endpoint_from_env, follow_production
+from skiff.serve.lambda_alias import alias_from_env, follow_alias
 
 logger = Logger(service="skiff-alarm-rollback")
 metrics = Metrics(namespace="Skiff", service="alarm-rollback")
@@ -68,7 +69,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         production_problem=production_problem,
     )
     if outcome.status == "rolled-back":
-        follow_production(registry(), endpoint_from_env())  # no-op unless the stack has a GPU endpoint
+        # The alias first (it is what callers reach); both no-ops where the stack has neither.
+        follow_alias(registry(), alias_from_env())
+        follow_production(registry(), endpoint_from_env())
     notice = outcome.notice(detail["alarmName"])
     if notice is not None:
         notifier().send(notice)

@@ -6,7 +6,9 @@ Never imports torch.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -25,6 +27,7 @@ from skiff.serve.http import (
     valid_unicode,
 )
 from skiff.serve.inference import ModelServer, ServingSettings
+from skiff.serve.lambda_alias import bound_model_version
 
 logger = Logger(service="skiff-inference")
 metrics = Metrics(namespace="Skiff", service="inference")
@@ -34,9 +37,33 @@ install_error_handlers(app, metrics)
 
 
 @cache
-def server() -> ModelServer:
-    """Built on the first request, then reused by the container (settings read once)."""
-    return ModelServer(ServingSettings.from_env())
+def server(bound_version: str | None = None) -> ModelServer:
+    """Built once per container (settings read once). A published function version is bound to
+    its model version; on Lambda a container runs one function version, so one server."""
+    return ModelServer(ServingSettings.from_env(), bound_version=bound_version)
+
+
+def function_environment(context: Any) -> Mapping[str, str]:
+    """The environment of the function version serving this request: the process's own on
+    Lambda; the local stack runs every published version in one process, so its context
+    carries the version's environment (skiff/local/published.py)."""
+    return getattr(context, "function_environment", None) or os.environ
+
+
+def load_bound_model() -> None:
+    """SnapStart's before-snapshot hook: a published version loads its model and onnxruntime
+    session before the snapshot, so a restored container answers its first request at once."""
+    version = bound_model_version(os.environ)
+    if version is not None:
+        server(version).current()
+
+
+try:  # Lambda's Python runtime provides the module; outside it, only the dev install has it.
+    from snapshot_restore_py import register_before_snapshot
+except ImportError:
+    pass
+else:
+    register_before_snapshot(load_bound_model)
 
 
 MAX_DOCUMENTED_TEXTS, MAX_DOCUMENTED_CHARS = 64, 5000  # ServingSettings' defaults
@@ -113,7 +140,7 @@ class PredictResponse(BaseModel):
 def predict(request: PredictRequest) -> PredictResponse:
     texts = [request.text] if request.text is not None else list(request.texts or [])
     began = time.perf_counter()
-    answer = server().predict(texts)
+    answer = server(bound_model_version(function_environment(app.lambda_context))).predict(texts)
     metrics.add_metric(name="PredictLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - began) * 1000)
     metrics.add_metric(name="TextsPredicted", unit=MetricUnit.Count, value=len(texts))
     for prediction in answer["predictions"]:

@@ -37,6 +37,7 @@ from skiff.notify import Notifier, notifier_from_env
 from skiff.registry.table import REASON_PATTERN, VERSION_ID, AliasChange, Registry
 from skiff.serve.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
 from skiff.serve.http import ErrorBody, install_error_handlers, normalize_event, parse_json_body, require_json
+from skiff.serve.lambda_alias import InferenceAlias, alias_from_env, follow_alias
 
 logger = Logger(service="skiff-registry-api")
 metrics = Metrics(namespace="Skiff", service="registry-api")
@@ -83,8 +84,15 @@ def notifier() -> Notifier:
 def change_production(change: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
     """Promote or roll back; with a key, a repeated request replays the first answer."""
     result = _change_production(change, idempotency_key)
-    follow_production(registry(), gpu_endpoint())  # no-op unless the stack has a GPU endpoint
+    # The alias first: it is what callers reach. Both no-ops where the stack has neither.
+    follow_alias(registry(), inference_alias())
+    follow_production(registry(), gpu_endpoint())
     return result
+
+
+@cache
+def inference_alias() -> InferenceAlias | None:
+    return alias_from_env()
 
 
 def gpu_endpoint() -> GpuEndpoint | None:
@@ -162,6 +170,9 @@ class ModelVersionBody(BaseModel):
     status_reason: str | None
     gpu_endpoint: GpuEndpointState | None = Field(
         default=None, description="what the stack's GPU endpoint did with this version (stacks with one only)"
+    )
+    function_version: str | None = Field(
+        default=None, description="the inference function's published version bound to this version, once published"
     )
 
 

@@ -1,5 +1,6 @@
-"""SageMaker events Lambda: "SageMaker Training Job State Change" for this stack's jobs, and
-"SageMaker Endpoint State Change" for its GPU endpoint (stacks with one)."""
+"""Events Lambda: "SageMaker Training Job State Change" for this stack's jobs, "SageMaker
+Endpoint State Change" for its GPU endpoint (stacks with one), and "Skiff Production Changed"
+when a change to production left the inference alias waiting for a published version."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from skiff.notify import Notifier, notifier_from_env
 from skiff.retrain.completion import CompletionSettings, TrainingCompletion
 from skiff.serve.gpu_endpoint import ENDPOINT_EVENT, endpoint_from_env, endpoint_state_changed
+from skiff.serve.lambda_alias import PRODUCTION_CHANGED, alias_from_env, follow_alias
 
 logger = Logger(service="skiff-training-events")
 metrics = Metrics(namespace="Skiff", service="training-events")
@@ -22,7 +24,22 @@ tracer = Tracer(service="skiff-training-events")  # X-Ray, when the function run
 
 @cache
 def completion() -> TrainingCompletion:
-    return TrainingCompletion(CompletionSettings.from_env(), gpu_endpoint=endpoint_from_env())
+    return TrainingCompletion(
+        CompletionSettings.from_env(), gpu_endpoint=endpoint_from_env(), inference_alias=alias_from_env()
+    )
+
+
+def production_changed() -> dict[str, Any]:
+    """Finish moving the alias to production (waiting as long as this function may)."""
+    done = completion()
+    outcome = follow_alias(done.registry, done.inference_alias, done.settings.alias_wait_seconds, announce=False)
+    if outcome is None:
+        return {"state": "ignored", "reason": "this stack serves no published versions"}
+    logger.info("alias: %s", outcome.state, extra={"model_version": outcome.model_version, "reason": outcome.reason})
+    if not outcome.done:
+        # Raising makes EventBridge retry (then the dead-letter queue keeps the event).
+        raise RuntimeError(f"alias did not reach production {outcome.model_version}: {outcome.reason}")
+    return {**vars(outcome), "deleted": list(outcome.deleted)}
 
 
 def endpoint_event(detail: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +67,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     parsed = EventBridgeEvent(event)
     if parsed.detail_type == ENDPOINT_EVENT:
         return endpoint_event(parsed.detail)
+    if parsed.detail_type == PRODUCTION_CHANGED:
+        return production_changed()
     detail = parsed.detail
     outcome = completion().handle(detail)
     logger.info(

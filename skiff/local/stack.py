@@ -11,7 +11,9 @@
   job with training/train.py under the SageMaker container contract and emits its
   state-change event.
 - HTTP: a front on 127.0.0.1 turns requests into API Gateway v2 events for the inference and
-  registry handlers.
+  registry handlers. The inference function, its published versions and its alias live in
+  moto like every other resource; requests go through the alias to the version it names,
+  each with that version's environment (published.py), so switches behave as deployed.
 
 This module is the one place skiff imports from functions/: here skiff plays the Lambda
 runtime, and the point is to run the very handlers that are deployed.
@@ -35,15 +37,18 @@ from typing import Any
 from skiff.aws import client, reset_clients
 from skiff.local.http_front import HttpFront, LocalContext
 from skiff.local.moto_server import MotoServer
+from skiff.local.published import AliasInvoker, create_function, handler_zip
 from skiff.local.sagemaker import event_detail, run_described_job
 from skiff.local.state import StateStore
-from skiff.registry.table import create_table
+from skiff.registry.table import Registry, create_table
 from skiff.retrain.launch import training_event_pattern
+from skiff.serve.lambda_alias import AliasSettings, InferenceAlias, follow_alias, production_changed_pattern
 
 log = logging.getLogger(__name__)
 
 REGION = "us-east-1"
 ADMIN_PATHS = ("/models", "/rollback")
+ALIAS = "live"  # the inference function's alias that the API invokes, as deployed (infra/serving.py)
 
 
 def _handler_modules() -> tuple[Any, Any, Any, Any]:
@@ -89,6 +94,8 @@ class LocalStackConfig:
             "training_rule": f"{p}-training-job-state",
             "notifications_topic": f"{p}-notifications",
             "notifications_inbox": f"{p}-notifications-inbox",
+            "inference_function": f"{p}-inference",
+            "production_changed_rule": f"{p}-production-changed",
         }
 
 
@@ -138,6 +145,8 @@ class LocalStack:
                 "SKIFF_ALIAS_TTL_SECONDS": str(self.config.alias_ttl_seconds),
                 "SKIFF_MODEL_CACHE_DIR": str(self.config.work_dir / "model-cache"),
                 "SKIFF_WORK_DIR": str(self.config.work_dir / "completion"),
+                "SKIFF_INFERENCE_FUNCTION": names["inference_function"],
+                "SKIFF_INFERENCE_ALIAS": ALIAS,
                 "POWERTOOLS_METRICS_NAMESPACE": "Skiff",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
                 "POWERTOOLS_METRICS_DISABLED": "true",  # no EMF lines on a laptop terminal
@@ -149,8 +158,12 @@ class LocalStack:
         self._provision()
         self._set_env({"SKIFF_NOTIFICATIONS_TOPIC_ARN": self.notifications_topic, "SKIFF_STACK": self.config.prefix})
         self.restored = self.state.restore(client("s3"), client("dynamodb"))
+        # moto's Lambda state is not kept across runs: publish production again and point the alias at it.
+        self.inference_alias = InferenceAlias(AliasSettings(names["inference_function"], ALIAS))
+        follow_alias(Registry(names["registry_table"]), self.inference_alias, announce=False)
         self._announce_earlier_jobs()
         inference, registry_api, _, _ = self._handlers()
+        self.inference = AliasInvoker(inference, self.inference_alias)
 
         def registry_api_locked(event: dict[str, Any], context: Any) -> dict[str, Any]:
             with self._state_lock:  # promote and rollback change the registry
@@ -158,7 +171,7 @@ class LocalStack:
 
         self.http = HttpFront(
             [
-                ("skiff-local-inference", lambda path: path == "/predict", inference),
+                (names["inference_function"], lambda path: path == "/predict", self.inference),
                 ("skiff-local-registry-api", lambda path: path.startswith(ADMIN_PATHS), registry_api_locked),
             ],
             port=self.config.api_port,
@@ -269,6 +282,7 @@ class LocalStack:
         inference, registry_api, upload_trigger, training_events = _handler_modules()
         inference.server.cache_clear()
         registry_api.registry.cache_clear()
+        registry_api.inference_alias.cache_clear()
         registry_api._idempotent_change = None
         upload_trigger.catalog.cache_clear()
         upload_trigger.scheduler.cache_clear()
@@ -324,14 +338,26 @@ class LocalStack:
             Name=names["training_rule"], EventPattern=json.dumps(training_event_pattern(self.config.prefix))
         )
         events.put_targets(Rule=names["training_rule"], Targets=[{"Id": "completion", "Arn": events_arn}])
+        events.put_rule(
+            Name=names["production_changed_rule"],
+            EventPattern=json.dumps(production_changed_pattern(self.config.prefix)),
+        )
+        events.put_targets(Rule=names["production_changed_rule"], Targets=[{"Id": "completion", "Arn": events_arn}])
+        from skiff.packaging.bundle import ROOT, build_training_source
+
+        inference_source = (ROOT / "functions" / "inference" / "handler.py").read_bytes()
+        create_function(
+            names["inference_function"],
+            ALIAS,
+            {"SKIFF_REGISTRY_TABLE": names["registry_table"], "SKIFF_ARTIFACTS_BUCKET": names["artifacts_bucket"]},
+            handler_zip(inference_source),
+        )
         # The stack's topic, with one subscriber standing in for an e-mail inbox (see notifications).
         sns = client("sns")
         self.notifications_topic = sns.create_topic(Name=names["notifications_topic"])["TopicArn"]
         self.notifications_inbox = sqs.create_queue(QueueName=names["notifications_inbox"])["QueueUrl"]
         inbox_arn = sqs.get_queue_attributes(QueueUrl=self.notifications_inbox, AttributeNames=["QueueArn"])
         sns.subscribe(TopicArn=self.notifications_topic, Protocol="sqs", Endpoint=inbox_arn["Attributes"]["QueueArn"])
-        from skiff.packaging.bundle import build_training_source
-
         # No wheels: the local executor runs training/ from this checkout in this environment.
         source = build_training_source(self.config.work_dir / "source", target=None)
         s3.upload_file(str(source), names["artifacts_bucket"], "source/sourcedir.tar.gz")

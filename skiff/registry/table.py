@@ -90,6 +90,7 @@ class ModelVersion:
     lineage: dict[str, Any] = field(default_factory=dict)
     status_reason: str | None = None
     gpu_endpoint: dict[str, Any] | None = None  # {"state", "reason", "at"} when the stack has a GPU endpoint
+    function_version: str | None = None  # the inference function's published version bound to it, once published
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +109,7 @@ class AliasChange:
     reason: str
     actor: str
     at: str
+    function_version: str | None = None  # where the inference function's alias went for it, once it did
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +154,14 @@ class Registry:
     def production(self) -> ModelVersion | None:
         version = self.production_version()
         return self.get(version) if version else None
+
+    def production_state(self) -> tuple[str | None, int, str | None]:
+        """Production's version, the alias revision that made it so (0: none yet), and the
+        version a rollback would return to (None: none)."""
+        alias = self._alias()
+        if not alias:
+            return None, 0, None
+        return alias["version"], int(alias["revision"]), (alias["stack"][-1] if alias["stack"] else None)
 
     def list_versions(self, limit: int = 20, cursor: str | None = None) -> tuple[list[ModelVersion], str | None]:
         """Newest first; pass the returned cursor back for the next page (None: no more).
@@ -312,6 +322,42 @@ class Registry:
             if dynamo.cancelled(exc):
                 raise NotFoundError(
                     f"expected a registered model version (got: {version!r}, which does not exist)"
+                ) from exc
+            raise
+
+    def record_function_version(self, version: str, function_version: str, revision: int | None = None) -> None:
+        """The inference function's published version bound to ``version``; with ``revision``, the
+        production change it served (its history entry then says where the alias went)."""
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": dynamo.to_item({"pk": "VERSION", "sk": version}),
+                    "UpdateExpression": "SET function_version = :fv",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeValues": dynamo.values(fv=function_version),
+                }
+            }
+        ]
+        if revision:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": dynamo.to_item({"pk": f"HISTORY#{ALIAS}", "sk": f"REV#{revision:010d}"}),
+                        "UpdateExpression": "SET function_version = :fv",
+                        "ConditionExpression": "attribute_exists(pk) AND #v = :version",
+                        "ExpressionAttributeNames": {"#v": "version"},
+                        "ExpressionAttributeValues": dynamo.values(fv=function_version, version=version),
+                    }
+                }
+            )
+        try:
+            self.dynamodb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if dynamo.cancelled(exc):
+                raise ConflictError(
+                    f"expected version {version} and production revision {revision} to exist (got: one missing)"
                 ) from exc
             raise
 

@@ -38,6 +38,7 @@ from skiff.registry.gate import GateDecision, GateSettings, UnloadableProduction
 from skiff.registry.table import CANDIDATE, FAILED, Registry, metrics_summary, new_version_id
 from skiff.retrain.launch import TrainingJobSettings, TrainingScheduler
 from skiff.serve.gpu_endpoint import GpuEndpoint, follow_production
+from skiff.serve.lambda_alias import InferenceAlias, follow_alias
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class CompletionSettings:
     jobs: TrainingJobSettings
     gate: GateSettings = field(default_factory=GateSettings)
     work_dir: Path = Path("/tmp/skiff-completion")
+    # How long this function waits for a new published inference version to become active (a
+    # SnapStart snapshot takes minutes) before it leaves the alias where it is; within its timeout.
+    alias_wait_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CompletionSettings:
@@ -61,6 +65,7 @@ class CompletionSettings:
             jobs=TrainingJobSettings.from_env(e),
             gate=GateSettings.from_env(e),
             work_dir=Path(e.get("SKIFF_WORK_DIR") or "/tmp/skiff-completion"),
+            alias_wait_seconds=env.number("SKIFF_COMPLETION_ALIAS_WAIT_SECONDS", 600.0, e),
         )
 
 
@@ -122,9 +127,11 @@ class TrainingCompletion:
         scheduler: TrainingScheduler | None = None,
         sagemaker: Any = None,
         gpu_endpoint: GpuEndpoint | None = None,
+        inference_alias: InferenceAlias | None = None,
     ) -> None:
         self.settings = settings
         self.gpu_endpoint = gpu_endpoint
+        self.inference_alias = inference_alias
         self.registry = registry or Registry(settings.registry_table)
         self.store = store or ArtifactStore(settings.jobs.artifacts_bucket)
         self.catalog = catalog or DatasetCatalog(settings.registry_table, settings.data_bucket)
@@ -217,12 +224,18 @@ class TrainingCompletion:
             decision = self._gate(artifact, lineage["dataset_version"], work)
             if decision.promote:
                 self.registry.promote(version, decision.reason, actor="quality-gate")
-                follow_production(self.registry, self.gpu_endpoint)
+                self.follow_production()
                 return CompletionOutcome(job_name, "promoted", version, decision.reason, decision)
             self.registry.reject(version, decision.reason, actor="quality-gate")
             return CompletionOutcome(job_name, "rejected", version, decision.reason, decision)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def follow_production(self) -> None:
+        """Move what follows the registry: the inference alias (this function may wait for a
+        SnapStart snapshot) and the GPU endpoint. Both no-ops where the stack has none."""
+        follow_alias(self.registry, self.inference_alias, self.settings.alias_wait_seconds, announce=False)
+        follow_production(self.registry, self.gpu_endpoint)
 
     def _download(self, detail: Mapping[str, Any], job_name: str, target: Path) -> ModelArtifact:
         uri = (detail.get("ModelArtifacts") or {}).get("S3ModelArtifacts")

@@ -1,7 +1,10 @@
 """Serving logic behind the inference Lambda: which version serves, and switching safely.
 
-One :class:`ModelServer` lives per container. It asks the registry which version is in
-production at most once per ``alias_ttl_seconds``; when that changes it fetches, verifies and
+One :class:`ModelServer` lives per container. A container of a published function version is
+bound to one model version (skiff.serve.lambda_alias): it loads that one and never asks the
+registry again, and the function's alias does the switching. Unbound (``$LATEST``, the local
+stack before any publication, stacks without published versions), it asks the registry which
+version is in production at most once per ``alias_ttl_seconds``; when that changes it fetches, verifies and
 loads the new version *before* switching, and keeps answering with the old one meanwhile. A
 version whose artifact fails verification is never switched to; the old one keeps serving
 and the failure is logged (and retried only after ``retry_failed_after_seconds``).
@@ -90,8 +93,10 @@ class ModelServer:
         registry: Registry | None = None,
         store: ArtifactStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        bound_version: str | None = None,
     ) -> None:
         self.settings = settings
+        self.bound_version = bound_version
         self.registry = registry or Registry(settings.registry_table)
         self.store = store or ArtifactStore(settings.artifacts_bucket)
         self._clock = clock
@@ -103,6 +108,8 @@ class ModelServer:
         self._load_lock = threading.Lock()
 
     def _production_version(self) -> str | None:
+        if self.bound_version is not None:
+            return self.bound_version
         now = self._clock()
         with self._state_lock:
             if now - self._checked_at < self.settings.alias_ttl_seconds:

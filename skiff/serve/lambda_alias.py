@@ -1,0 +1,326 @@
+"""Production on Lambda: a published version of the inference function per model version, and
+the alias API Gateway invokes, which follows the registry.
+
+A published Lambda version is an immutable copy of the function's code and configuration, so
+its environment can say which model it serves (``SKIFF_MODEL_VERSION``): a container of that
+version loads that model once (before its SnapStart snapshot, when the stack uses SnapStart) and
+never asks the registry again. Moving the alias is then the switch: every request after it
+reaches containers of the new version, with no TTL window. Pulumi owns ``$LATEST``'s
+configuration; the binding lives in the published versions, which no ``pulumi up`` rewrites.
+
+Lambda publishes nothing when code and configuration are unchanged since the last version (it
+answers with that version; a new description does not count), so publishing sets the variable
+on ``$LATEST`` first. ``$LATEST`` itself never counts as bound (the handler ignores the variable
+there): it follows the registry, as the alias's first target before any model is published.
+
+The registry stays the record. Whoever changes production (the quality gate, the registry API,
+the alarm rollback) then calls :meth:`InferenceAlias.follow`: it publishes production's version
+if it has none, waits for it to become active (SnapStart takes minutes to snapshot), moves the
+alias, and deletes the published versions nobody needs (each one SnapStart keeps costs a cache
+charge). A follower that runs out of time announces :data:`PRODUCTION_CHANGED` so the
+completion function, which may wait longer, finishes the move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from skiff import settings as env
+from skiff.aws import LazyClient, client
+from skiff.errors import ConflictError, NotFoundError, SkiffError
+from skiff.registry.table import ModelVersion, Registry
+
+log = logging.getLogger(__name__)
+
+MODEL_VERSION_VARIABLE = "SKIFF_MODEL_VERSION"
+LATEST = "$LATEST"
+DESCRIPTION_PREFIX = "skiff model "
+EVENT_SOURCE = "skiff.registry"
+PRODUCTION_CHANGED = "Skiff Production Changed"
+MAX_ATTEMPTS = 20
+# Lambda's answers while another change to the function is in progress, or when a revision
+# id no longer matches: someone else changed it first, so read again and retry.
+_RETRY_CODES = ("ResourceConflictException", "PreconditionFailedException", "TooManyRequestsException")
+
+
+def bound_model_version(environ: Mapping[str, str]) -> str | None:
+    """The model version a container's environment binds it to: only a published version is
+    bound; ``$LATEST`` (and anything outside Lambda) follows the registry."""
+    if environ.get("AWS_LAMBDA_FUNCTION_VERSION", LATEST) == LATEST:
+        return None
+    return environ.get(MODEL_VERSION_VARIABLE) or None
+
+
+@dataclass(frozen=True)
+class AliasSettings:
+    function_name: str
+    alias: str = "live"
+    wait_seconds: float = 20.0  # how long one follower waits for a published version to become active
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AliasSettings | None:
+        """None unless the stack serves through published versions (SKIFF_INFERENCE_FUNCTION set)."""
+        e = os.environ if environ is None else environ
+        if not e.get("SKIFF_INFERENCE_FUNCTION"):
+            return None
+        return cls(
+            function_name=e["SKIFF_INFERENCE_FUNCTION"],
+            alias=e.get("SKIFF_INFERENCE_ALIAS") or "live",
+            wait_seconds=env.number("SKIFF_ALIAS_WAIT_SECONDS", 20.0, e),
+        )
+
+
+@dataclass(frozen=True)
+class AliasOutcome:
+    state: str  # "moved", "unchanged", "waiting" (not active yet), "failed", "none" (no production)
+    model_version: str | None = None
+    function_version: str | None = None
+    reason: str | None = None
+    deleted: tuple[str, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("moved", "unchanged", "none")
+
+
+class InferenceAlias:
+    functions = LazyClient("lambda")
+
+    def __init__(
+        self,
+        settings: AliasSettings,
+        functions: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.functions = functions
+        self._clock, self._sleep = clock, sleep
+
+    # ---- published versions ------------------------------------------------------------------
+    def bound_version(self, function_version: str) -> str | None:
+        """The model version a published function version serves (None: unbound, or gone)."""
+        try:
+            config = self.functions.get_function_configuration(
+                FunctionName=self.settings.function_name, Qualifier=function_version
+            )
+        except ClientError as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return _variables(config).get(MODEL_VERSION_VARIABLE) if function_version != LATEST else None
+
+    def publish(self, model_version: str) -> str:
+        """A published version of the function bound to ``model_version``; its number."""
+        name = self.settings.function_name
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                config = self._settled(name)
+                variables = _variables(config)
+                if variables.get(MODEL_VERSION_VARIABLE) != model_version:
+                    self.functions.update_function_configuration(
+                        FunctionName=name,
+                        Environment={"Variables": {**variables, MODEL_VERSION_VARIABLE: model_version}},
+                        **_revision(config),
+                    )
+                    config = self._settled(name)
+                    if _variables(config).get(MODEL_VERSION_VARIABLE) != model_version:
+                        raise _Retry("another change to the function came between")
+                published = self.functions.publish_version(
+                    FunctionName=name, Description=f"{DESCRIPTION_PREFIX}{model_version}", **_revision(config)
+                )
+            except (ClientError, _Retry) as exc:
+                if isinstance(exc, ClientError) and _code(exc) not in _RETRY_CODES:
+                    raise
+                self._sleep(random.uniform(0.2, 1.0) * (attempt + 1))
+                continue
+            if _variables(published).get(MODEL_VERSION_VARIABLE) == model_version:
+                log.info("published %s:%s for model %s", name, published["Version"], model_version)
+                return str(published["Version"])
+            # Lambda answered with an older version (nothing changed since): another publisher
+            # reset the variable in between. Try again.
+        raise ConflictError(f"expected to publish {name} for model {model_version} (got: constant concurrent changes)")
+
+    def published_for(self, model: ModelVersion, registry: Registry) -> str:
+        """``model``'s published function version: the recorded one while it still exists and
+        is bound to it, else a new one (recorded on the version)."""
+        if model.function_version and self.bound_version(model.function_version) == model.version:
+            return model.function_version
+        function_version = self.publish(model.version)
+        registry.record_function_version(model.version, function_version)
+        return function_version
+
+    def _settled(self, name: str) -> dict[str, Any]:
+        """``$LATEST``'s configuration once no update is in progress (Lambda refuses to publish
+        during one; moto finishes updates at once and never shows it)."""
+        deadline = self._clock() + 60
+        while True:
+            config = self.functions.get_function_configuration(FunctionName=name)
+            if config.get("LastUpdateStatus", "Successful") != "InProgress" or self._clock() > deadline:
+                return config
+            self._sleep(1.0)
+
+    def _active(self, function_version: str, wait_seconds: float) -> tuple[str, str | None]:
+        """("Active", None), ("Failed", why) or ("Pending", None) once ``wait_seconds`` ran out."""
+        deadline = self._clock() + wait_seconds
+        while True:
+            config = self.functions.get_function_configuration(
+                FunctionName=self.settings.function_name, Qualifier=function_version
+            )
+            state = config.get("State", "Active")
+            if state in ("Active", "Failed"):
+                return state, config.get("StateReason")
+            if self._clock() >= deadline:
+                return "Pending", None
+            self._sleep(min(2.0, max(0.0, deadline - self._clock())))
+
+    # ---- the alias ---------------------------------------------------------------------------
+    def routing(self) -> tuple[str, dict[str, float], str | None]:
+        """Where the alias points: its version, extra weights, revision id."""
+        alias = self.functions.get_alias(FunctionName=self.settings.function_name, Name=self.settings.alias)
+        weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+        return str(alias["FunctionVersion"]), dict(weights), alias.get("RevisionId")
+
+    def follow(self, registry: Registry, wait_seconds: float | None = None) -> AliasOutcome:
+        """Point the alias at production's published version (publishing it first if needed),
+        then delete the published versions that neither serve nor stand by for a rollback."""
+        wait = self.settings.wait_seconds if wait_seconds is None else wait_seconds
+        for attempt in range(MAX_ATTEMPTS):
+            current, weights, alias_revision = self.routing()
+            version, revision, _ = registry.production_state()
+            if version is None:
+                return AliasOutcome("none", reason="nothing in production yet")
+            try:
+                model = registry.get(version)
+            except NotFoundError:
+                continue  # production moved on while we read it
+            function_version = self.published_for(model, registry)
+            if current == function_version and not weights:
+                return AliasOutcome("unchanged", version, function_version, deleted=self.prune(registry))
+            state, why = self._active(function_version, wait)
+            if state == "Failed":
+                reason = f"published version {function_version} failed to start: {why or 'no reason given'}"
+                log.error("alias %s stays on %s: %s", self.settings.alias, current, reason)
+                return AliasOutcome("failed", version, function_version, reason)
+            if state != "Active":
+                return AliasOutcome("waiting", version, function_version, f"version {function_version} still pending")
+            if registry.production_state()[1] != revision:
+                continue  # production changed while we waited: follow the newer change instead
+            try:
+                self.functions.update_alias(
+                    FunctionName=self.settings.function_name,
+                    Name=self.settings.alias,
+                    FunctionVersion=function_version,
+                    RoutingConfig={"AdditionalVersionWeights": {}},
+                    **({"RevisionId": alias_revision} if alias_revision else {}),
+                )
+            except ClientError as exc:
+                if _code(exc) not in _RETRY_CODES:
+                    raise
+                self._sleep(random.uniform(0, 0.2) * (attempt + 1))
+                continue  # another follower moved the alias first: look again
+            # Production moved on meanwhile (ConflictError): the next follower records its own change.
+            with contextlib.suppress(ConflictError):
+                registry.record_function_version(version, function_version, revision)
+            log.info("alias %s: %s -> %s (model %s)", self.settings.alias, current, function_version, version)
+            return AliasOutcome("moved", version, function_version, deleted=self.prune(registry))
+        raise ConflictError(f"expected to move alias {self.settings.alias} (got: constant concurrent changes)")
+
+    def prune(self, registry: Registry) -> tuple[str, ...]:
+        """Delete published versions of the function bound to a model that is neither production
+        nor the rollback target, and that the alias does not route to."""
+        current, weights, _ = self.routing()
+        keep = {current, *weights}
+        version, _, previous = registry.production_state()
+        for model in (version, previous):
+            if model is None:
+                continue
+            try:
+                recorded = registry.get(model).function_version
+            except NotFoundError:
+                continue
+            if recorded:
+                keep.add(recorded)
+        deleted = []
+        pages = self.functions.get_paginator("list_versions_by_function").paginate(
+            FunctionName=self.settings.function_name
+        )
+        for page in pages:
+            for config in page["Versions"]:
+                number = str(config["Version"])
+                if number == LATEST or number in keep:
+                    continue
+                if not str(config.get("Description") or "").startswith(DESCRIPTION_PREFIX):
+                    continue  # not one of ours (published by hand, or by Pulumi)
+                try:
+                    self.functions.delete_function(FunctionName=self.settings.function_name, Qualifier=number)
+                except ClientError as exc:
+                    if _code(exc) not in (*_RETRY_CODES, "ResourceNotFoundException"):
+                        raise
+                    continue  # in use after all (an alias moved to it meanwhile), or gone
+                deleted.append(number)
+        return tuple(deleted)
+
+
+class _Retry(Exception):
+    pass
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code"))
+
+
+def _variables(config: Mapping[str, Any]) -> dict[str, str]:
+    return dict((config.get("Environment") or {}).get("Variables") or {})
+
+
+def _revision(config: Mapping[str, Any]) -> dict[str, str]:
+    """Guard a write with the revision id just read (moto returns none for functions)."""
+    return {"RevisionId": config["RevisionId"]} if config.get("RevisionId") else {}
+
+
+def production_changed_entry(stack: str, version: str | None, reason: str) -> dict[str, Any]:
+    """The EventBridge entry a follower that ran out of time sends (see the module's text)."""
+    return {
+        "Source": EVENT_SOURCE,
+        "DetailType": PRODUCTION_CHANGED,
+        "Detail": json.dumps({"stack": stack, "version": version, "reason": reason}),
+    }
+
+
+def production_changed_pattern(stack: str) -> dict[str, Any]:
+    return {"source": [EVENT_SOURCE], "detail-type": [PRODUCTION_CHANGED], "detail": {"stack": [stack]}}
+
+
+def alias_from_env() -> InferenceAlias | None:
+    settings = AliasSettings.from_env()
+    return InferenceAlias(settings) if settings is not None else None
+
+
+def follow_alias(
+    registry: Registry, alias: InferenceAlias | None, wait_seconds: float | None = None, announce: bool = True
+) -> AliasOutcome | None:
+    """After production changed: move the alias (no-op without one). Nothing here raises, since
+    production has already moved; a move that has to wait longer than this caller may is
+    announced (``announce``) for the completion function to finish."""
+    if alias is None:
+        return None
+    try:
+        outcome = alias.follow(registry, wait_seconds)
+    except (ClientError, BotoCoreError, SkiffError) as exc:
+        log.error("alias %s did not follow production: %s", alias.settings.alias, exc)
+        outcome = AliasOutcome("failed", reason=str(exc))
+    if announce and outcome.state == "waiting":
+        entry = production_changed_entry(os.environ.get("SKIFF_STACK", ""), outcome.model_version, outcome.reason or "")
+        client("events").put_events(Entries=[entry])
+    return outcome
