@@ -80,6 +80,14 @@ class ProductionFollowers:
     statements: list[dict[str, Any]] = field(default_factory=list)
     event_pattern: dict[str, Any] | None = None
 
+    def __add__(self, other: ProductionFollowers) -> ProductionFollowers:
+        """Both followers' needs (one event pattern at most: the GPU endpoint's)."""
+        return ProductionFollowers(
+            {**self.environment, **other.environment},
+            [*self.statements, *other.statements],
+            self.event_pattern or other.event_pattern,
+        )
+
 
 class SkiffFunction(pulumi.ComponentResource):
     def __init__(self, name: str, args: FunctionArgs, opts: pulumi.ResourceOptions | None = None) -> None:

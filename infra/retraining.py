@@ -22,6 +22,7 @@ from infra.policies import (
 from infra.settings import StackSettings
 from infra.storage import source_object
 from skiff.retrain.launch import TRAINING_LOG_GROUP, training_event_pattern, training_job_keys
+from skiff.serve.lambda_alias import production_changed_pattern
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,20 @@ class Retraining(pulumi.ComponentResource):
         )
         self.events_dlq = event_dead_letter_queue(f"{name}-training-events-dlq", self.rule, args.account_id, child)
         self.completion.invoked_by(f"{name}-training-job-state", self.rule, child, dead_letters=self.events_dlq)
+        # A change to production whose alias move had to wait for a published version (SnapStart
+        # snapshots take minutes) is finished here, where the function may wait 15 minutes.
+        production_rule = aws.cloudwatch.EventRule(
+            f"{name}-production-changed",
+            description=f"{s.prefix}: production changes whose inference alias move must wait",
+            event_pattern=json.dumps(production_changed_pattern(s.prefix)),
+            opts=child,
+        )
+        self.production_changed_dlq = event_dead_letter_queue(
+            f"{name}-production-changed-dlq", production_rule, args.account_id, child
+        )
+        self.completion.invoked_by(
+            f"{name}-production-changed", production_rule, child, dead_letters=self.production_changed_dlq
+        )
         self.endpoint_events_dlq: aws.sqs.Queue | None = None
         if args.followers.event_pattern is not None:
             endpoint_rule = aws.cloudwatch.EventRule(

@@ -1,4 +1,10 @@
-"""Serving: the inference and registry-admin functions behind one HTTP API."""
+"""Serving: the inference and registry-admin functions behind one HTTP API.
+
+API Gateway invokes the inference function's alias ``live``. Pulumi creates the alias (on
+``$LATEST``, or on the version it publishes for provisioned concurrency) and then leaves where it
+points to the stack itself: each model version gets its own published version
+(skiff.serve.lambda_alias), and whoever changes production moves the alias, so a later
+``pulumi up`` must not move it back (``ignore_changes``)."""
 
 from __future__ import annotations
 
@@ -20,6 +26,32 @@ ADMIN_ROUTES = (
     "POST /rollback",
 )
 PREDICT_ROUTE = "POST /predict"
+INFERENCE_ALIAS = "live"
+
+
+def inference_followers(prefix: str, region: str, account_id: str) -> ProductionFollowers:
+    """What a function that changes production needs to move the inference alias: to publish a
+    version bound to a model version (by setting the variable on $LATEST first), to read and move
+    the alias, to delete versions no longer needed, and to announce a move that must wait."""
+    function_arn = f"arn:aws:lambda:{region}:{account_id}:function:{prefix}-inference"
+    return ProductionFollowers(
+        environment={"SKIFF_INFERENCE_FUNCTION": f"{prefix}-inference", "SKIFF_INFERENCE_ALIAS": INFERENCE_ALIAS},
+        statements=[
+            statement(
+                [
+                    "lambda:GetFunctionConfiguration",
+                    "lambda:UpdateFunctionConfiguration",
+                    "lambda:PublishVersion",
+                    "lambda:ListVersionsByFunction",
+                    "lambda:GetAlias",
+                    "lambda:UpdateAlias",
+                    "lambda:DeleteFunction",
+                ],
+                [function_arn, f"{function_arn}:*"],
+            ),
+            statement(["events:PutEvents"], [f"arn:aws:events:{region}:{account_id}:event-bus/default"]),
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -55,25 +87,33 @@ class Serving(pulumi.ComponentResource):
             memory_mb=s.inference_memory_mb,
             timeout_seconds=s.inference_timeout_seconds,
             reserved_concurrency=s.reserved_concurrency,
-            extra={"publish": True} if provisioned else {},
+            extra={
+                # Provisioned concurrency needs a published version under the alias from the start.
+                **({"publish": True} if provisioned else {}),
+                **(
+                    {"snap_start": aws.lambda_.FunctionSnapStartArgs(apply_on="PublishedVersions")}
+                    if s.snapstart
+                    else {}
+                ),
+            },
         )
-        inference_target: pulumi.Output[str] = self.inference.function.arn
+        self.alias = aws.lambda_.Alias(
+            f"{name}-inference-live",
+            name=INFERENCE_ALIAS,
+            function_name=self.inference.function.name,
+            function_version=self.inference.function.version if provisioned else "$LATEST",
+            description="production: moved by the stack when production changes (skiff.serve.lambda_alias)",
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["function_version", "routing_config"]),
+        )
         if provisioned:
-            alias = aws.lambda_.Alias(
-                f"{name}-inference-live",
-                name="live",
-                function_name=self.inference.function.name,
-                function_version=self.inference.function.version,
-                opts=child,
-            )
             aws.lambda_.ProvisionedConcurrencyConfig(
                 f"{name}-inference-provisioned",
                 function_name=self.inference.function.name,
-                qualifier=alias.name,
+                qualifier=self.alias.name,
                 provisioned_concurrent_executions=s.provisioned_concurrency,
                 opts=child,
             )
-            inference_target = alias.arn
+        inference_target: pulumi.Output[str] = self.alias.arn
 
         self.registry_api = args.platform.function(
             name,
@@ -144,7 +184,7 @@ class Serving(pulumi.ComponentResource):
                 f"{name}-{'inference' if function is self.inference else 'registry-api'}-invoke",
                 action="lambda:InvokeFunction",
                 function=function.function.name,
-                qualifier=None if function is not self.inference or not provisioned else "live",
+                qualifier=INFERENCE_ALIAS if function is self.inference else None,
                 principal="apigateway.amazonaws.com",
                 source_arn=pulumi.Output.concat(self.api.execution_arn, "/*/*"),
                 opts=child,

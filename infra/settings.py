@@ -34,6 +34,10 @@ class StackSettings:
     inference_timeout_seconds: int = 15
     reserved_concurrency: int | None = None
     provisioned_concurrency: int = 0
+    # SnapStart on the inference function's published versions (one per model version): a cold
+    # start restores a snapshot taken after the model loaded. Off: plain cold starts (or
+    # provisioned_concurrency, which keeps warm containers and bills for them by the hour).
+    snapstart: bool = True
     throttle_rate_limit: float = 50.0
     throttle_burst_limit: int = 100
     table_deletion_protection: bool = True

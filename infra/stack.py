@@ -14,7 +14,7 @@ from infra.monitoring import Monitoring, MonitoringArgs
 from infra.notifications import Notifications, NotificationsArgs
 from infra.registry_table import RegistryArgs, RegistryTable
 from infra.retraining import Retraining, RetrainingArgs
-from infra.serving import Serving, ServingArgs
+from infra.serving import Serving, ServingArgs, inference_followers
 from infra.settings import StackSettings
 from infra.storage import Storage, StorageArgs
 from skiff.packaging.bundle import ROOT, build_all, build_endpoint_code, build_training_source
@@ -80,7 +80,9 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
                 log_retention_days=s.log_retention_days,
             ),
         )
-    followers = gpu.followers if gpu is not None else ProductionFollowers()
+    followers = inference_followers(s.prefix, region, account_id) + (
+        gpu.followers if gpu is not None else ProductionFollowers()
+    )
     platform = FunctionPlatform(
         s.prefix,
         layer.arn,
@@ -120,6 +122,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             queues={
                 "upload": storage.upload_dlq,
                 "training-events": retraining.events_dlq,
+                "production-changed": retraining.production_changed_dlq,
                 **({"gpu-endpoint-events": retraining.endpoint_events_dlq} if retraining.endpoint_events_dlq else {}),
             },
             platform=platform,

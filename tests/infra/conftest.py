@@ -51,6 +51,8 @@ class Mocks(pulumi.runtime.Mocks):
                 version="1",
                 invokeArn=f"arn:aws:apigateway:{REGION}:lambda:path/functions/{physical}/invocations",
             )
+        elif args.typ == "aws:lambda/alias:Alias":
+            outputs.update(arn=_arn("lambda", f"function:{inputs['functionName']}:{inputs['name']}"))
         elif args.typ == "aws:dynamodb/table:Table":
             outputs.update(arn=_arn("dynamodb", f"table/{physical}"))
         elif args.typ == "aws:kms/key:Key":

@@ -38,6 +38,9 @@ def env(stack: Deployed, short: str) -> dict[str, str]:
     return function(stack, short).inputs["environment"]["variables"]
 
 
+PRODUCTION_CHANGERS = ("registry-api", "training-events", "alarm-rollback")
+
+
 def test_program_creates_one_component_per_concern(stack: Deployed) -> None:
     components = {r.type for r in stack.resources if r.type.startswith("skiff:")}
     assert components == {
@@ -509,6 +512,65 @@ def test_provisioned_concurrency_goes_through_an_alias(bundle_dir: Path) -> None
     stack = run_program(bundle_dir, provisioned_concurrency=2)
     config = stack.one("aws:lambda/provisionedConcurrencyConfig:ProvisionedConcurrencyConfig")
     assert (config.inputs["qualifier"], config.inputs["provisionedConcurrentExecutions"]) == ("live", 2)
+    alias = stack.one("aws:lambda/alias:Alias")
+    assert alias.inputs["functionVersion"] == "1"  # the version Pulumi publishes: PC needs one
+
+
+# ---- published versions, SnapStart, the alias ------------------------------------------------
+
+
+def test_the_api_invokes_the_inference_alias_which_starts_on_latest(stack: Deployed) -> None:
+    alias = stack.one("aws:lambda/alias:Alias")
+    assert (alias.inputs["name"], alias.inputs["functionName"], alias.inputs["functionVersion"]) == (
+        "live",
+        "skiff-test-inference",
+        "$LATEST",
+    )
+    integration = stack.named("aws:apigatewayv2/integration:Integration", "serving-inference-integration")
+    assert integration.inputs["integrationUri"] == alias.outputs["arn"]
+    permission = stack.named("aws:lambda/permission:Permission", "serving-inference-invoke")
+    assert permission.inputs["qualifier"] == "live"
+
+
+def test_inference_function_publishes_nothing_itself_and_snapstarts_published_versions(stack: Deployed) -> None:
+    inference = function(stack, "inference")
+    assert not inference.inputs.get("publish")  # one version per model version, published by the stack
+    assert inference.inputs["snapStart"] == {"applyOn": "PublishedVersions"}
+
+
+def test_snapstart_can_be_turned_off(bundle_dir: Path) -> None:
+    stack = run_program(bundle_dir, snapstart=False)
+    assert "snapStart" not in function(stack, "inference").inputs
+
+
+@pytest.mark.parametrize("short", PRODUCTION_CHANGERS)
+def test_every_function_that_changes_production_may_move_the_alias_of_the_inference_function_only(
+    stack: Deployed, short: str
+) -> None:
+    variables = env(stack, short)
+    assert (variables["SKIFF_INFERENCE_FUNCTION"], variables["SKIFF_INFERENCE_ALIAS"]) == (
+        "skiff-test-inference",
+        "live",
+    )
+    policy = stack.named("aws:iam/rolePolicy:RolePolicy", f"{short}-policy")
+    (moves,) = [s for s in statements(policy) if "lambda:UpdateAlias" in as_list(s["Action"])]
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:skiff-test-inference"
+    assert moves["Resource"] == [arn, f"{arn}:*"]
+    assert {"lambda:PublishVersion", "lambda:UpdateFunctionConfiguration", "lambda:DeleteFunction"} <= set(
+        moves["Action"]
+    )
+
+
+def test_a_production_change_that_must_wait_reaches_the_completion_function(stack: Deployed) -> None:
+    rule = stack.named("aws:cloudwatch/eventRule:EventRule", "retraining-production-changed")
+    assert json.loads(rule.inputs["eventPattern"]) == {
+        "source": ["skiff.registry"],
+        "detail-type": ["Skiff Production Changed"],
+        "detail": {"stack": ["skiff-test"]},
+    }
+    target = stack.named("aws:cloudwatch/eventTarget:EventTarget", "retraining-production-changed-target")
+    assert target.inputs["arn"] == function(stack, "training-events").outputs["arn"]
+    assert "deadLetterConfig" in target.inputs
 
 
 # ---- monitoring -------------------------------------------------------------------------
@@ -524,6 +586,7 @@ def test_alarms_cover_serving_training_and_dead_letters(stack: Deployed) -> None
         "skiff-test-training-failures",
         "skiff-test-upload-dlq-depth",
         "skiff-test-training-events-dlq-depth",
+        "skiff-test-production-changed-dlq-depth",
         "skiff-test-alarm-rollback-dlq-depth",
     }
 
@@ -595,7 +658,6 @@ def test_bad_setting_is_refused_with_the_key_named() -> None:
 # ---- GPU endpoint -----------------------------------------------------------------------
 
 GPU_IMAGE = "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.6-gpu-py312"
-PRODUCTION_CHANGERS = ("registry-api", "training-events", "alarm-rollback")
 
 
 def test_gpu_endpoint_is_off_by_default(stack: Deployed) -> None:
