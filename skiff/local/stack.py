@@ -147,6 +147,7 @@ class LocalStack:
                 "SKIFF_WORK_DIR": str(self.config.work_dir / "completion"),
                 "SKIFF_INFERENCE_FUNCTION": names["inference_function"],
                 "SKIFF_INFERENCE_ALIAS": ALIAS,
+                "SKIFF_KEEP_PUBLISHED_VERSIONS": "true",  # see AliasSettings.delete_unused
                 "POWERTOOLS_METRICS_NAMESPACE": "Skiff",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
                 "POWERTOOLS_METRICS_DISABLED": "true",  # no EMF lines on a laptop terminal
@@ -159,7 +160,7 @@ class LocalStack:
         self._set_env({"SKIFF_NOTIFICATIONS_TOPIC_ARN": self.notifications_topic, "SKIFF_STACK": self.config.prefix})
         self.restored = self.state.restore(client("s3"), client("dynamodb"))
         # moto's Lambda state is not kept across runs: publish production again and point the alias at it.
-        self.inference_alias = InferenceAlias(AliasSettings(names["inference_function"], ALIAS))
+        self.inference_alias = InferenceAlias(AliasSettings(names["inference_function"], ALIAS, delete_unused=False))
         follow_alias(Registry(names["registry_table"]), self.inference_alias, announce=False)
         self._announce_earlier_jobs()
         inference, registry_api, _, _ = self._handlers()

@@ -66,6 +66,10 @@ class AliasSettings:
     function_name: str
     alias: str = "live"
     wait_seconds: float = 20.0  # how long one follower waits for a published version to become active
+    # Delete published versions that neither serve nor stand by (SnapStart bills each one kept).
+    # The local stack keeps them: moto numbers a new version len(versions) + 1, so after a
+    # deletion it would hand out a number still in use (Lambda never reuses one).
+    delete_unused: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AliasSettings | None:
@@ -77,6 +81,7 @@ class AliasSettings:
             function_name=e["SKIFF_INFERENCE_FUNCTION"],
             alias=e.get("SKIFF_INFERENCE_ALIAS") or "live",
             wait_seconds=env.number("SKIFF_ALIAS_WAIT_SECONDS", 20.0, e),
+            delete_unused=not env.boolean("SKIFF_KEEP_PUBLISHED_VERSIONS", False, e),
         )
 
 
@@ -239,6 +244,8 @@ class InferenceAlias:
     def prune(self, registry: Registry) -> tuple[str, ...]:
         """Delete published versions of the function bound to a model that is neither production
         nor the rollback target, and that the alias does not route to."""
+        if not self.settings.delete_unused:
+            return ()
         current, weights, _ = self.routing()
         keep = {current, *weights}
         version, _, previous = registry.production_state()

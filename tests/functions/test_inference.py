@@ -309,3 +309,49 @@ def test_latency_is_recorded_per_model_version_apart_from_the_other_metrics(
     assert by_schema[("model_version", "service")]["model_version"] == version
     assert "PredictLatency" in by_schema[("model_version", "service")]
     assert "model_version" not in by_schema[("service",)]  # error metrics, the alarm's among them, stay per service
+
+
+# ---- published versions: a container bound to one model version ---------------------------
+
+
+def test_a_published_version_answers_with_its_own_model_after_production_moved_on(
+    stack: Stack, small_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound = stack.publish(small_artifact)
+    stack.registry.promote(bound, "first model")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "3")
+    monkeypatch.setenv("SKIFF_MODEL_VERSION", bound)
+    assert predict({"text": "refund please"})[1]["model_version"] == bound
+    stack.registry.promote(stack.publish(small_artifact), "a newer model")  # the alias moves, not this container
+    assert predict({"text": "refund please"})[1]["model_version"] == bound
+
+
+def test_latest_follows_the_registry_whatever_its_environment_says(
+    stack: Stack, small_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack.registry.promote(stack.publish(small_artifact), "first model")
+    newer = stack.publish(small_artifact)
+    stack.registry.promote(newer, "a newer model")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+    monkeypatch.setenv("SKIFF_MODEL_VERSION", "v-some-candidate")  # left there by the last publication
+    assert predict({"text": "refund please"})[1]["model_version"] == newer
+
+
+def test_snapstart_loads_the_bound_model_before_the_snapshot(
+    stack: Stack, small_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import snapshot_restore_py
+
+    assert (handler.load_bound_model, (), {}) in snapshot_restore_py._before_snapshot_registry
+    bound = stack.publish(small_artifact)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "3")
+    monkeypatch.setenv("SKIFF_MODEL_VERSION", bound)
+    handler.load_bound_model()  # what the runtime calls before it takes the snapshot
+    assert handler.server(bound).current().version == bound  # loaded: no request needed
+    assert stack.registry.production_version() is None  # and bound: production played no part
+
+
+def test_snapstart_on_latest_loads_nothing(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+    handler.load_bound_model()
+    assert handler.server.cache_info().currsize == 0

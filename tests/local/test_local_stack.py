@@ -87,15 +87,20 @@ def test_rollback_under_load_fails_no_request_and_every_answer_names_its_version
     before, previous = production["production"]["version"], production["history"][0]["previous_version"]
 
     answers: list[tuple[int, str | None]] = []
+    started_after_switch: list[str | None] = []  # answers to requests sent once rollback had returned
+    switched = threading.Event()
     stop = threading.Event()
 
     def request_loop() -> None:
         while not stop.is_set():
+            after = switched.is_set()
             try:
                 answer = client.predict(["Are we still meeting for lunch tomorrow?"])
                 answers.append((200, answer["model_version"]))
             except ApiError as exc:
                 answers.append((exc.status, None))
+            if after:
+                started_after_switch.append(answers[-1][1])
 
     worker = threading.Thread(target=request_loop)
     worker.start()
@@ -103,6 +108,7 @@ def test_rollback_under_load_fails_no_request_and_every_answer_names_its_version
         while len(answers) < 20:
             time.sleep(0.05)
         change = client.rollback("test: rollback under load")
+        switched.set()
         assert (change["previous_version"], change["version"]) == (before, previous)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and (not answers or answers[-1][1] != previous):
@@ -116,6 +122,10 @@ def test_rollback_under_load_fails_no_request_and_every_answer_names_its_version
     assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
     assert {version for _, version in answers} == {before, previous}
     assert answers[-1][1] == previous
+    # The alias moved before rollback answered: no request sent afterwards reached the old version.
+    assert started_after_switch and set(started_after_switch) == {previous}
+    function_version = stack.inference_alias.routing()[0]
+    assert stack.inference_alias.bound_version(function_version) == previous
 
 
 def test_the_gates_verdict_reaches_the_stacks_subscriber(local: tuple[LocalStack, StackClient]) -> None:
