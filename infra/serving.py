@@ -90,9 +90,10 @@ class Serving(pulumi.ComponentResource):
             extra={
                 # Provisioned concurrency needs a published version under the alias from the start.
                 **({"publish": True} if provisioned else {}),
+                # Lambda refuses SnapStart together with provisioned concurrency: warm containers win.
                 **(
                     {"snap_start": aws.lambda_.FunctionSnapStartArgs(apply_on="PublishedVersions")}
-                    if s.snapstart
+                    if s.snapstart and not provisioned
                     else {}
                 ),
             },

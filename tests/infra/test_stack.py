@@ -514,6 +514,7 @@ def test_provisioned_concurrency_goes_through_an_alias(bundle_dir: Path) -> None
     assert (config.inputs["qualifier"], config.inputs["provisionedConcurrentExecutions"]) == ("live", 2)
     alias = stack.one("aws:lambda/alias:Alias")
     assert alias.inputs["functionVersion"] == "1"  # the version Pulumi publishes: PC needs one
+    assert "snapStart" not in function(stack, "inference").inputs  # Lambda refuses both together
 
 
 # ---- published versions, SnapStart, the alias ------------------------------------------------
