@@ -72,6 +72,8 @@ class AliasInvoker:
         self.invoked: dict[str, int] = {}  # requests per function version, for tests and the CLI
 
     def environment(self, function_version: str) -> dict[str, str]:
+        if function_version == LATEST:  # never bound (lambda_alias.bound_model_version): nothing to read
+            return {"AWS_LAMBDA_FUNCTION_VERSION": LATEST}
         with self._lock:
             known = self._environments.get(function_version)
         if known is not None:
@@ -81,9 +83,8 @@ class AliasInvoker:
         )
         variables = {**((config.get("Environment") or {}).get("Variables") or {})}
         variables["AWS_LAMBDA_FUNCTION_VERSION"] = function_version
-        if function_version != LATEST:
-            with self._lock:
-                self._environments[function_version] = variables
+        with self._lock:
+            self._environments[function_version] = variables
         return variables
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:

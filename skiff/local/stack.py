@@ -79,6 +79,9 @@ class LocalStackConfig:
     gate_baseline_margin: float = 0.02
     alias_ttl_seconds: float = 2.0
     poll_seconds: float = 0.2
+    # False: the alias stays on $LATEST, whose "containers" poll the registry every
+    # alias_ttl_seconds, as stacks did before published versions (benchmarks compare the two).
+    published_versions: bool = True
 
     @property
     def names(self) -> dict[str, str]:
@@ -145,7 +148,7 @@ class LocalStack:
                 "SKIFF_ALIAS_TTL_SECONDS": str(self.config.alias_ttl_seconds),
                 "SKIFF_MODEL_CACHE_DIR": str(self.config.work_dir / "model-cache"),
                 "SKIFF_WORK_DIR": str(self.config.work_dir / "completion"),
-                "SKIFF_INFERENCE_FUNCTION": names["inference_function"],
+                "SKIFF_INFERENCE_FUNCTION": names["inference_function"] if self.config.published_versions else None,
                 "SKIFF_INFERENCE_ALIAS": ALIAS,
                 "SKIFF_KEEP_PUBLISHED_VERSIONS": "true",  # see AliasSettings.delete_unused
                 "POWERTOOLS_METRICS_NAMESPACE": "Skiff",
@@ -161,7 +164,8 @@ class LocalStack:
         self.restored = self.state.restore(client("s3"), client("dynamodb"))
         # moto's Lambda state is not kept across runs: publish production again and point the alias at it.
         self.inference_alias = InferenceAlias(AliasSettings(names["inference_function"], ALIAS, delete_unused=False))
-        follow_alias(Registry(names["registry_table"]), self.inference_alias, announce=False)
+        if self.config.published_versions:
+            follow_alias(Registry(names["registry_table"]), self.inference_alias, announce=False)
         self._announce_earlier_jobs()
         inference, registry_api, _, _ = self._handlers()
         self.inference = AliasInvoker(inference, self.inference_alias)
