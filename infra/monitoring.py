@@ -30,6 +30,9 @@ class MonitoringArgs:
 
 
 UNLOADABLE_ALARM = "production-unloadable"
+SERVING_ALARMS = ("inference-5xx-rate", "inference-p99-latency", UNLOADABLE_ALARM)
+"""The alarms that judge serving: entering ALARM rolls production back (or aborts a canary),
+and one in ALARM at a canary's end aborts it (skiff.serve.canary)."""
 
 
 class Monitoring(pulumi.ComponentResource):

@@ -14,8 +14,9 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.functions import FunctionPlatform, ProductionFollowers
+from infra.monitoring import SERVING_ALARMS
 from infra.notifications import Notifications
-from infra.policies import REGISTRY_READ_WRITE, statement
+from infra.policies import REGISTRY_READ_WRITE, assume_role, document, statement
 from infra.settings import StackSettings
 
 ADMIN_ROUTES = (
@@ -23,6 +24,8 @@ ADMIN_ROUTES = (
     "GET /models/production",
     "GET /models/{version}",
     "POST /models/{version}/promote",
+    "POST /models/{version}/canary",
+    "POST /canary/abort",
     "POST /rollback",
 )
 PREDICT_ROUTE = "POST /predict"
@@ -54,6 +57,27 @@ def inference_followers(prefix: str, region: str, account_id: str) -> Production
     )
 
 
+def completion_arn(prefix: str, region: str, account_id: str) -> str:
+    """The completion function's ARN, known before it exists (no dependency cycle)."""
+    return f"arn:aws:lambda:{region}:{account_id}:function:{prefix}-training-events"
+
+
+def canary_decisions(prefix: str, region: str, account_id: str) -> ProductionFollowers:
+    """What the completion function needs to end a canary: the serving alarms' states."""
+    alarms = [f"{prefix}-{short}" for short in SERVING_ALARMS]
+    return ProductionFollowers(
+        environment={
+            "SKIFF_CANARY_TARGET_ARN": completion_arn(prefix, region, account_id),
+            "SKIFF_SERVING_ALARMS": ",".join(alarms),
+        },
+        statements=[
+            statement(
+                ["cloudwatch:DescribeAlarms"], [f"arn:aws:cloudwatch:{region}:{account_id}:alarm:{a}" for a in alarms]
+            )
+        ],
+    )
+
+
 @dataclass(frozen=True)
 class ServingArgs:
     settings: StackSettings
@@ -61,6 +85,8 @@ class ServingArgs:
     artifacts_bucket: aws.s3.Bucket
     followers: ProductionFollowers = field(default_factory=ProductionFollowers)
     notifications: Notifications | None = None  # promotions and rollbacks by hand are told to it
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
 
 
 class Serving(pulumi.ComponentResource):
@@ -116,6 +142,20 @@ class Serving(pulumi.ComponentResource):
             )
         inference_target: pulumi.Output[str] = self.alias.arn
 
+        # A canary's end is a one-time EventBridge Scheduler invocation of the completion function
+        # (skiff.serve.canary); this role is what Scheduler acts as, for that function only.
+        target = completion_arn(s.prefix, args.region, args.account_id)
+        self.canary_role = aws.iam.Role(
+            f"{name}-canary-scheduler-role",
+            assume_role_policy=assume_role("scheduler.amazonaws.com", args.account_id),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-canary-scheduler-policy",
+            role=self.canary_role.id,
+            policy=document([statement(["lambda:InvokeFunction"], [target])]),
+            opts=child,
+        )
         self.registry_api = args.platform.function(
             name,
             "registry_api",
@@ -123,10 +163,21 @@ class Serving(pulumi.ComponentResource):
                 **common,
                 **args.followers.environment,
                 **(args.notifications.environment if args.notifications else {}),
+                "SKIFF_CANARY_TARGET_ARN": target,
+                "SKIFF_CANARY_ROLE_ARN": self.canary_role.arn,
             },
             [
                 statement([*REGISTRY_READ_WRITE, "dynamodb:DeleteItem"], [table.arn]),
                 statement(["kms:Decrypt", "kms:GenerateDataKey"], [key.arn]),
+                statement(
+                    ["scheduler:CreateSchedule"],
+                    [f"arn:aws:scheduler:{args.region}:{args.account_id}:schedule/default/{s.prefix}-canary-*"],
+                ),
+                statement(
+                    ["iam:PassRole"],
+                    [self.canary_role.arn],
+                    Condition={"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}},
+                ),
                 *args.followers.statements,
                 *(args.notifications.statements if args.notifications else []),
             ],

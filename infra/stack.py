@@ -14,7 +14,7 @@ from infra.monitoring import Monitoring, MonitoringArgs
 from infra.notifications import Notifications, NotificationsArgs
 from infra.registry_table import RegistryArgs, RegistryTable
 from infra.retraining import Retraining, RetrainingArgs
-from infra.serving import Serving, ServingArgs, inference_followers
+from infra.serving import Serving, ServingArgs, canary_decisions, inference_followers
 from infra.settings import StackSettings
 from infra.storage import Storage, StorageArgs
 from skiff.packaging.bundle import ROOT, build_all, build_endpoint_code, build_training_source
@@ -105,13 +105,13 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             artifacts_bucket=storage.artifacts_bucket,
             upload_queue=storage.upload_queue,
             platform=platform,
-            followers=followers,
+            followers=followers + canary_decisions(s.prefix, region, account_id),
             notifications=notifications,
         ),
     )
     serving = Serving(
         "serving",
-        ServingArgs(s, platform, storage.artifacts_bucket, followers, notifications),
+        ServingArgs(s, platform, storage.artifacts_bucket, followers, notifications, region, account_id),
     )
     monitoring = Monitoring(
         "monitoring",

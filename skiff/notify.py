@@ -24,7 +24,17 @@ from skiff.aws import LazyClient
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("rolled-back", "promoted", "training-failed", "candidate-rejected", "candidate-promoted", "endpoint-failed")
+EVENTS = (
+    "rolled-back",
+    "promoted",
+    "training-failed",
+    "candidate-rejected",
+    "candidate-promoted",
+    "endpoint-failed",
+    "canary-started",
+    "canary-promoted",
+    "canary-aborted",
+)
 """What is notified: production moved (by an alarm, by hand, by the gate), a job failed, the
 gate said no, the GPU endpoint did not follow (dead-letter queues filling up reach the topic
 through their alarms)."""

@@ -68,7 +68,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         unloadable_alarm=os.environ.get("SKIFF_UNLOADABLE_ALARM") or None,
         production_problem=production_problem,
     )
-    if outcome.status == "rolled-back":
+    if outcome.status in ("rolled-back", "canary-aborted"):
         # The alias first (it is what callers reach); both no-ops where the stack has neither.
         follow_alias(registry(), alias_from_env())
         follow_production(registry(), endpoint_from_env())

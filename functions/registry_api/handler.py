@@ -9,6 +9,7 @@ POST /rollback                    {"reason": "..."}
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from functools import cache
@@ -32,9 +33,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from skiff import settings
 from skiff.aws import client
-from skiff.errors import RequestError
-from skiff.notify import Notifier, notifier_from_env
-from skiff.registry.table import REASON_PATTERN, VERSION_ID, AliasChange, Registry
+from skiff.errors import ConflictError, RequestError
+from skiff.notify import Notice, Notifier, notifier_from_env
+from skiff.registry.table import (
+    MAX_CANARY_MINUTES,
+    MAX_CANARY_PERCENT,
+    REASON_PATTERN,
+    VERSION_ID,
+    AliasChange,
+    Canary,
+    Registry,
+)
+from skiff.serve.canary import CanaryScheduler, canary_scheduler_from_env
 from skiff.serve.gpu_endpoint import GpuEndpoint, endpoint_from_env, follow_production
 from skiff.serve.http import ErrorBody, install_error_handlers, normalize_event, parse_json_body, require_json
 from skiff.serve.lambda_alias import InferenceAlias, alias_from_env, follow_alias
@@ -68,12 +78,51 @@ def registry() -> Registry:
 
 def _apply(change: dict[str, Any]) -> dict[str, Any]:
     """Runs once per change (a replayed idempotent request does not come here): tell subscribers."""
-    if change["operation"] == "promote":
+    operation = change["operation"]
+    if operation == "canary":
+        return _start_canary(change)
+    if operation == "abort-canary":
+        ended = registry().abort_canary(change["reason"], actor=change["actor"])
+        if ended is None:
+            raise ConflictError("expected a running canary to abort (got: none)")
+        notifier().send(
+            Notice("canary-aborted", f"canary {ended.version} aborted by {change['actor']}", ended.to_dict())
+        )
+        return ended.to_dict()
+    if operation == "promote":
         done = registry().promote(change["version"], change["reason"], actor=change["actor"])
     else:
         done = registry().rollback(change["reason"], actor=change["actor"])
     notifier().send(done.notice())
     return done.to_dict()
+
+
+def _start_canary(change: dict[str, Any]) -> dict[str, Any]:
+    scheduler = canary_scheduler()
+    if scheduler is None:
+        raise ConflictError("expected a stack that schedules canaries (got: no SKIFF_CANARY_TARGET_ARN)")
+    started = registry().start_canary(
+        change["version"], change["percent"], change["minutes"], change["reason"], actor=change["actor"]
+    )
+    try:
+        scheduler.schedule(started)
+    except Exception:
+        # Without its schedule nothing would end the canary: undo it, and say why.
+        registry().abort_canary("its end could not be scheduled", actor="canary", version=started.version)
+        raise
+    notifier().send(
+        Notice(
+            "canary-started",
+            f"canary {started.version} serves {started.percent:g} % until {started.until} ({change['actor']})",
+            started.to_dict(),
+        )
+    )
+    return started.to_dict()
+
+
+@cache
+def canary_scheduler() -> CanaryScheduler | None:
+    return canary_scheduler_from_env()
 
 
 @cache
@@ -176,6 +225,11 @@ class ModelVersionBody(BaseModel):
     )
 
 
+class CanaryRequest(ChangeRequest):
+    percent: float = Field(gt=0, le=MAX_CANARY_PERCENT, description="share of requests the version serves")
+    minutes: float = Field(gt=0, le=MAX_CANARY_MINUTES, description="how long before it is promoted or aborted")
+
+
 class ModelPage(BaseModel):
     models: list[ModelVersionBody]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
@@ -184,6 +238,7 @@ class ModelPage(BaseModel):
 class ProductionBody(BaseModel):
     production: ModelVersionBody | None
     history: list[AliasChange]
+    canary: Canary | None = Field(default=None, description="a version serving a share of requests, if any")
 
 
 def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
@@ -227,6 +282,7 @@ def production() -> ProductionBody:
     return ProductionBody(
         production=ModelVersionBody(**current.to_dict()) if current else None,
         history=registry().history(limit=50),
+        canary=registry().canary(),
     )
 
 
@@ -263,6 +319,42 @@ def rollback(request: ChangeRequest) -> AliasChange:
     metrics.add_metric(name="Rollbacks", unit=MetricUnit.Count, value=1)
     logger.info("rolled back", extra={"model_version": change["version"], "revision": change["revision"]})
     return AliasChange(**change)
+
+
+@app.post(
+    "/models/<version>/canary",
+    summary="Let a version serve a share of requests, then promote it unless a serving alarm fires",
+    responses={202: _json(Canary, "the canary, running"), **BODY_ERRORS},
+)
+def canary(version: VersionId, request: CanaryRequest) -> Response[Canary]:
+    started = change_production(
+        {
+            "operation": "canary",
+            "version": version,
+            "reason": request.reason,
+            "percent": request.percent,
+            "minutes": request.minutes,
+            "actor": actor(),
+        },
+        _idempotency_key(),
+    )
+    metrics.add_metric(name="CanariesStarted", unit=MetricUnit.Count, value=1)
+    logger.info("canary started", extra={"model_version": version, "percent": request.percent})
+    return Response(202, "application/json", json.dumps(started))
+
+
+@app.post(
+    "/canary/abort",
+    summary="End the running canary without promoting it",
+    responses={200: _json(Canary, "the canary that ended"), **BODY_ERRORS},
+)
+def abort_canary(request: ChangeRequest) -> Canary:
+    ended = change_production(
+        {"operation": "abort-canary", "version": None, "reason": request.reason, "actor": actor()},
+        _idempotency_key(),
+    )
+    logger.info("canary aborted", extra={"model_version": ended["version"]})
+    return Canary(**ended)
 
 
 def _idempotency_key() -> str | None:

@@ -1,6 +1,7 @@
 """Events Lambda: "SageMaker Training Job State Change" for this stack's jobs, "SageMaker
 Endpoint State Change" for its GPU endpoint (stacks with one), and "Skiff Production Changed"
-when a change to production left the inference alias waiting for a published version."""
+when a change to production left the inference alias waiting for a published version, and
+"Skiff Canary Due" (EventBridge Scheduler, at a canary's end)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from skiff.notify import Notifier, notifier_from_env
 from skiff.retrain.completion import CompletionSettings, TrainingCompletion
+from skiff.serve.canary import CANARY_DUE, CanaryScheduler, canary_scheduler_from_env
 from skiff.serve.gpu_endpoint import ENDPOINT_EVENT, endpoint_from_env, endpoint_state_changed
 from skiff.serve.lambda_alias import PRODUCTION_CHANGED, alias_from_env, follow_alias
 
@@ -56,6 +58,29 @@ def endpoint_event(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 @cache
+def canary_scheduler() -> CanaryScheduler | None:
+    return canary_scheduler_from_env()
+
+
+def canary_due(detail: dict[str, Any]) -> dict[str, Any]:
+    """A canary's end: promote it, or abort it when a serving alarm is in ALARM; then the alias
+    (and the GPU endpoint) follow."""
+    scheduler = canary_scheduler()
+    if scheduler is None:
+        return {"state": "ignored", "reason": "this stack schedules no canaries"}
+    done = completion()
+    outcome = scheduler.decide(done.registry, str(detail.get("version")))
+    logger.info("canary %s: %s", outcome.state, outcome.reason, extra={"model_version": outcome.version})
+    metrics.add_metric(name=f"Canary_{outcome.state}", unit=MetricUnit.Count, value=1)
+    if outcome.state != "ignored":
+        done.follow_production()
+        notice = outcome.notice()
+        if notice is not None:
+            notifier().send(notice)
+    return vars(outcome)
+
+
+@cache
 def notifier() -> Notifier:
     return notifier_from_env()
 
@@ -69,6 +94,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return endpoint_event(parsed.detail)
     if parsed.detail_type == PRODUCTION_CHANGED:
         return production_changed()
+    if parsed.detail_type == CANARY_DUE:
+        return canary_due(parsed.detail)
     detail = parsed.detail
     outcome = completion().handle(detail)
     logger.info(

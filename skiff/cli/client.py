@@ -200,6 +200,14 @@ class StackClient:
     def rollback(self, reason: str) -> dict[str, Any]:
         return self.request("POST", "/rollback", {"reason": reason}, {"idempotency-key": f"cli-{uuid.uuid4()}"})
 
+    def start_canary(self, version: str, percent: float, minutes: float, reason: str) -> dict[str, Any]:
+        body = {"reason": reason, "percent": percent, "minutes": minutes}
+        key = {"idempotency-key": f"cli-{uuid.uuid4()}"}
+        return self.request("POST", f"/models/{urllib.parse.quote(version, safe='')}/canary", body, key)
+
+    def abort_canary(self, reason: str) -> dict[str, Any]:
+        return self.request("POST", "/canary/abort", {"reason": reason}, {"idempotency-key": f"cli-{uuid.uuid4()}"})
+
     # ---- data and jobs -------------------------------------------------------------------------
     def upload(self, path: Path, name: str | None = None) -> dict[str, Any]:
         content = path.read_bytes()

@@ -352,8 +352,40 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    _report_change(args, _client(args).promote(args.version, args.reason), "promoted")
+    if args.canary is None:
+        _report_change(args, _client(args).promote(args.version, args.reason), "promoted")
+        return 0
+    started = _client(args).start_canary(args.version, args.canary, args.for_minutes, args.reason)
+    if args.json:
+        print(json.dumps(started))
+    else:
+        out.print(
+            f"canary: {started['version']} serves {started['percent']:g} % of requests until {started['until']} UTC; "
+            "then it is promoted, or aborted if a serving alarm is in ALARM (skiff canary-abort ends it now)"
+        )
     return 0
+
+
+def cmd_canary_abort(args: argparse.Namespace) -> int:
+    ended = _client(args).abort_canary(args.reason)
+    if args.json:
+        print(json.dumps(ended))
+    else:
+        out.print(f"canary {ended['version']} aborted: production serves every request again")
+    return 0
+
+
+def duration_minutes(text: str) -> float:
+    """``90s``, ``5m``, ``2h`` or a bare number of minutes, as minutes."""
+    units = {"s": 1 / 60, "m": 1.0, "h": 60.0}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
+    try:
+        minutes = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 5m or 2h (got: {text!r})") from None
+    if minutes <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration (got: {text!r})")
+    return minutes
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -479,7 +511,21 @@ def build_parser() -> argparse.ArgumentParser:
     promote = stack_command("promote", "make a version serve")
     promote.add_argument("version")
     promote.add_argument("--reason", default="promoted by hand with the skiff CLI")
+    promote.add_argument(
+        "--canary", type=float, metavar="PERCENT", help="serve this share of requests first (up to 50), then decide"
+    )
+    promote.add_argument(
+        "--for",
+        dest="for_minutes",
+        type=duration_minutes,
+        default=10.0,
+        metavar="DURATION",
+        help="how long the canary runs before it is promoted or aborted (90s, 5m, 2h; default 10m)",
+    )
     promote.set_defaults(func=cmd_promote)
+    canary_abort = stack_command("canary-abort", "end the running canary; production serves every request")
+    canary_abort.add_argument("--reason", default="canary aborted by hand with the skiff CLI")
+    canary_abort.set_defaults(func=cmd_canary_abort)
     rollback = stack_command("rollback", "return production to the previous version")
     rollback.add_argument("--reason", default="rolled back by hand with the skiff CLI")
     rollback.set_defaults(func=cmd_rollback)

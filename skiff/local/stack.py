@@ -31,6 +31,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ from skiff.serve.lambda_alias import AliasSettings, InferenceAlias, follow_alias
 log = logging.getLogger(__name__)
 
 REGION = "us-east-1"
-ADMIN_PATHS = ("/models", "/rollback")
+ADMIN_PATHS = ("/models", "/rollback", "/canary")
+LOCAL_ARN = f"arn:aws:lambda:{REGION}:123456789012"  # moto's default account
 ALIAS = "live"  # the inference function's alias that the API invokes, as deployed (infra/serving.py)
 
 
@@ -99,6 +101,8 @@ class LocalStackConfig:
             "notifications_inbox": f"{p}-notifications-inbox",
             "inference_function": f"{p}-inference",
             "production_changed_rule": f"{p}-production-changed",
+            "training_events_function": f"{p}-training-events",
+            "serving_alarm": f"{p}-inference-5xx-rate",
         }
 
 
@@ -151,6 +155,11 @@ class LocalStack:
                 "SKIFF_INFERENCE_FUNCTION": names["inference_function"] if self.config.published_versions else None,
                 "SKIFF_INFERENCE_ALIAS": ALIAS,
                 "SKIFF_KEEP_PUBLISHED_VERSIONS": "true",  # see AliasSettings.delete_unused
+                # Canaries end by a schedule (fired by this stack: moto keeps schedules, runs none)
+                # and are judged by the serving alarm (in moto; set its state to try an abort).
+                "SKIFF_CANARY_TARGET_ARN": f"{LOCAL_ARN}:function:{names['training_events_function']}",
+                "SKIFF_CANARY_ROLE_ARN": "arn:aws:iam::123456789012:role/skiff-local-canary-scheduler",
+                "SKIFF_SERVING_ALARMS": names["serving_alarm"],
                 "POWERTOOLS_METRICS_NAMESPACE": "Skiff",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
                 "POWERTOOLS_METRICS_DISABLED": "true",  # no EMF lines on a laptop terminal
@@ -183,6 +192,7 @@ class LocalStack:
         ).start()
         loops = (
             (self._route_events, "event-router"),
+            (self._fire_schedules, "scheduler"),
             (self._execute_jobs, "training-executor"),
             (self._persist, "state-saver"),
             (self.deliver_notifications, "notifications"),
@@ -288,6 +298,7 @@ class LocalStack:
         inference.server.cache_clear()
         registry_api.registry.cache_clear()
         registry_api.inference_alias.cache_clear()
+        registry_api.canary_scheduler.cache_clear()
         registry_api._idempotent_change = None
         upload_trigger.catalog.cache_clear()
         upload_trigger.scheduler.cache_clear()
@@ -351,6 +362,17 @@ class LocalStack:
         from skiff.packaging.bundle import ROOT, build_training_source
 
         inference_source = (ROOT / "functions" / "inference" / "handler.py").read_bytes()
+        client("cloudwatch").put_metric_alarm(
+            AlarmName=names["serving_alarm"],
+            Namespace="AWS/ApiGateway",
+            MetricName="5xx",
+            Statistic="Average",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=0.05,
+            ComparisonOperator="GreaterThanThreshold",
+            TreatMissingData="notBreaching",
+        )
         create_function(
             names["inference_function"],
             ALIAS,
@@ -415,6 +437,32 @@ class LocalStack:
                 continue
             sqs.delete_message(QueueUrl=self.events_queue, ReceiptHandle=message["ReceiptHandle"])
         return busy
+
+    def _fire_schedules(self) -> bool:
+        """Invoke the completion function with each one-time schedule's input once it is due, then
+        delete the schedule, as EventBridge Scheduler does with ActionAfterCompletion=DELETE."""
+        with self._state_lock:
+            return self._fire_schedules_locked()
+
+    def _fire_schedules_locked(self) -> bool:
+        _, _, _, training_events = self._handlers()
+        scheduler = client("scheduler")
+        fired = False
+        for summary in scheduler.list_schedules().get("Schedules", []):
+            schedule = scheduler.get_schedule(Name=summary["Name"])
+            due = one_time_schedule_due(schedule["ScheduleExpression"])
+            if due is None or due > datetime.now(UTC):
+                continue
+            scheduler.delete_schedule(Name=summary["Name"])
+            fired = True
+            try:
+                training_events(
+                    json.loads(schedule["Target"]["Input"]), LocalContext(f"{self.config.prefix}-training-events")
+                )
+            except Exception as exc:  # Scheduler would retry, then drop it; the log says why
+                log.exception("the training-events function failed on schedule %s", summary["Name"])
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+        return fired
 
     @property
     def notifications_file(self) -> Path:
@@ -527,6 +575,13 @@ class LocalStack:
         )
         self._announce(detail)
         return True
+
+
+def one_time_schedule_due(expression: str) -> datetime | None:
+    """When ``at(YYYY-MM-DDTHH:MM:SS)`` (UTC) is due; None for other expressions."""
+    if not (expression.startswith("at(") and expression.endswith(")")):
+        return None
+    return datetime.fromisoformat(expression[3:-1]).replace(tzinfo=UTC)
 
 
 def _sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:

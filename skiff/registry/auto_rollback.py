@@ -1,5 +1,6 @@
 """Roll production back when a serving alarm fires soon after a promotion, or at any time
-when production's own artifact cannot be loaded.
+when production's own artifact cannot be loaded; abort a running canary when a serving alarm
+fires during it (production, which served the rest, stays).
 
 An alarm long after the last promotion is not evidence against the newest model (traffic,
 a dependency, a bad client…), so only an alarm within ``window_seconds`` of a promotion rolls
@@ -23,11 +24,17 @@ from skiff.registry.table import ModelVersion, Registry
 
 @dataclass(frozen=True)
 class AutoRollbackOutcome:
-    status: str  # "rolled-back", "skipped"
+    status: str  # "rolled-back", "canary-aborted", "skipped"
     reason: str
     version: str | None = None
 
     def notice(self, alarm_name: str) -> Notice | None:
+        if self.status == "canary-aborted":
+            return Notice(
+                "canary-aborted",
+                f"canary {self.version} aborted by alarm {alarm_name}; production unchanged",
+                {"version": self.version, "alarm": alarm_name, "reason": self.reason},
+            )
         if self.status != "rolled-back":
             return None
         return Notice(
@@ -51,6 +58,11 @@ def rollback_on_alarm(
         return AutoRollbackOutcome("skipped", f"alarm {alarm_name} is {state}, not ALARM")
     if alarm_name == unloadable_alarm and production_problem is not None:
         return _rollback_unloadable(registry, alarm_name, production_problem)
+    running = registry.canary()
+    if running is not None:
+        reason = f"alarm {alarm_name} fired during the canary of {running.version}"
+        if registry.abort_canary(reason, actor=f"alarm:{alarm_name}", version=running.version) is not None:
+            return AutoRollbackOutcome("canary-aborted", reason, running.version)
     history = registry.history(limit=1)
     if not history or history[0].action != "promote":
         return AutoRollbackOutcome("skipped", "the last production change is not a promotion: nothing to undo")

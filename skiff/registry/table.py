@@ -4,8 +4,10 @@ Items (partition key ``pk``, sort key ``sk``):
 
 - ``VERSION`` / ``<version>``: one model version — status, metrics summary, artifact
   location and manifest sha256, lineage, timestamps. Version ids sort by creation time.
-- ``ALIAS`` / ``production``: which version serves, a revision counter, and the stack of
-  earlier production versions that ``rollback`` returns to.
+- ``ALIAS`` / ``production``: which version serves, a revision counter, the stack of
+  earlier production versions that ``rollback`` returns to, and a running canary (a version
+  that gets a share of requests until it is promoted or aborted; any change to production
+  ends it).
 - ``HISTORY#production`` / ``REV#<revision>``: one entry per promote or rollback.
 - ``AUDIT`` / ``<time>#<id>``: every change, with who and why.
 
@@ -22,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -95,6 +97,23 @@ class ModelVersion:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+@dataclass(frozen=True)
+class Canary:
+    """A version that gets ``percent`` of requests until ``until``, production the rest."""
+
+    version: str
+    percent: float
+    until: str
+    started_at: str
+    reason: str
+    actor: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+MAX_CANARY_PERCENT, MAX_CANARY_MINUTES = 50, 24 * 60
 
 ENDPOINT_STATES = ("updating", "serving", "failed")
 """Where the GPU endpoint stands with a version it was asked to serve."""
@@ -379,11 +398,14 @@ class Registry:
             raise
         return self.get(version)
 
-    def promote(self, version: str, reason: str, actor: str = "skiff") -> AliasChange:
-        """Make ``version`` serve; the current production version becomes retired."""
+    def promote(self, version: str, reason: str, actor: str = "skiff", canary: bool = False) -> AliasChange:
+        """Make ``version`` serve; the current production version becomes retired. With
+        ``canary``, only while ``version`` is the running canary (its completion)."""
         _require_reason(reason)
 
         def plan(alias: dict[str, Any] | None) -> tuple[str, list[str]]:
+            if canary and ((alias or {}).get("canary") or {}).get("version") != version:
+                raise ConflictError(f"expected {version} to be the running canary (got: none, or another version)")
             target = self.get(version)
             if alias and alias["version"] == version:
                 raise ConflictError(f"expected a version other than production (got: {version}, already production)")
@@ -398,6 +420,94 @@ class Registry:
             return target.status, stack
 
         return self._move_alias("promote", version, plan, reason, actor)
+
+    # ---- canaries ----------------------------------------------------------------------------
+    def canary(self) -> Canary | None:
+        """The running canary, if any."""
+        recorded = (self._alias() or {}).get("canary")
+        return Canary(**recorded) if recorded else None
+
+    def start_canary(self, version: str, percent: float, minutes: float, reason: str, actor: str = "skiff") -> Canary:
+        """Give ``version`` ``percent`` of requests for ``minutes``, production serving the rest;
+        then :meth:`promote` (``canary=True``) completes it or :meth:`abort_canary` ends it."""
+        _require_reason(reason)
+        if not 0 < percent <= MAX_CANARY_PERCENT:
+            raise RegistryError(f"expected a canary share above 0 and at most {MAX_CANARY_PERCENT} % (got: {percent})")
+        if not 0 < minutes <= MAX_CANARY_MINUTES:
+            raise RegistryError(f"expected a canary of at most {MAX_CANARY_MINUTES} minutes (got: {minutes})")
+        alias = self._alias()
+        if not alias:
+            raise ConflictError("expected a production version to compare a canary with (got: nothing promoted yet)")
+        if alias.get("canary"):
+            raise ConflictError(f"expected no running canary (got: {alias['canary']['version']} running)")
+        if alias["version"] == version:
+            raise ConflictError(f"expected a version other than production (got: {version}, already production)")
+        target = self.get(version)
+        if target.status not in PROMOTABLE:
+            raise ConflictError(f"expected a {' or '.join(PROMOTABLE)} version (got: {version} is {target.status})")
+        started = datetime.now(UTC)
+        until = started + timedelta(minutes=minutes)
+        canary = Canary(
+            version,
+            float(percent),
+            until.isoformat(timespec="seconds"),
+            started.isoformat(timespec="seconds"),
+            reason,
+            actor,
+        )
+        try:
+            self.dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": dynamo.to_item({"pk": "ALIAS", "sk": ALIAS}),
+                            "UpdateExpression": "SET canary = :canary",
+                            "ConditionExpression": "revision = :revision AND attribute_not_exists(canary)",
+                            "ExpressionAttributeValues": dynamo.values(
+                                canary=asdict(canary), revision=alias["revision"]
+                            ),
+                        }
+                    },
+                    self._audit_put("canary-start", version, actor, reason, percent=percent, until=canary.until),
+                ]
+            )
+        except ClientError as exc:
+            if dynamo.cancelled(exc):
+                raise ConflictError(
+                    "expected production to stay as it was while the canary started (got: a change)"
+                ) from exc
+            raise
+        return canary
+
+    def abort_canary(self, reason: str, actor: str = "skiff", version: str | None = None) -> Canary | None:
+        """End the running canary (``version``'s only, when given) without promoting it; production
+        serves every request again. None when there was nothing to end."""
+        _require_reason(reason)
+        running = self.canary()
+        if running is None or (version is not None and running.version != version):
+            return None
+        try:
+            self.dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": dynamo.to_item({"pk": "ALIAS", "sk": ALIAS}),
+                            "UpdateExpression": "REMOVE canary",
+                            "ConditionExpression": "canary.#v = :version",
+                            "ExpressionAttributeNames": {"#v": "version"},
+                            "ExpressionAttributeValues": dynamo.values(version=running.version),
+                        }
+                    },
+                    self._audit_put("canary-abort", running.version, actor, reason),
+                ]
+            )
+        except ClientError as exc:
+            if dynamo.cancelled(exc):
+                return None  # ended meanwhile (promoted, aborted, or production changed)
+            raise
+        return running
 
     def rollback(self, reason: str, actor: str = "skiff") -> AliasChange:
         """Return production to the version that served before the current one."""

@@ -198,35 +198,40 @@ class InferenceAlias:
 
     def follow(self, registry: Registry, wait_seconds: float | None = None) -> AliasOutcome:
         """Point the alias at production's published version (publishing it first if needed),
-        then delete the published versions that neither serve nor stand by for a rollback."""
+        with a running canary's version taking its share of requests, then delete the published
+        versions that neither serve nor stand by for a rollback."""
         wait = self.settings.wait_seconds if wait_seconds is None else wait_seconds
         for attempt in range(MAX_ATTEMPTS):
             current, weights, alias_revision = self.routing()
             version, revision, _ = registry.production_state()
             if version is None:
                 return AliasOutcome("none", reason="nothing in production yet")
+            canary = registry.canary()
             try:
-                model = registry.get(version)
+                function_version = self.published_for(registry.get(version), registry)
+                wanted: dict[str, float] = {}
+                if canary is not None:
+                    wanted = {self.published_for(registry.get(canary.version), registry): canary.percent / 100}
             except NotFoundError:
                 continue  # production moved on while we read it
-            function_version = self.published_for(model, registry)
-            if current == function_version and not weights:
+            if current == function_version and weights == wanted:
                 return AliasOutcome("unchanged", version, function_version, deleted=self.prune(registry))
-            state, why = self._active(function_version, wait)
-            if state == "Failed":
-                reason = f"published version {function_version} failed to start: {why or 'no reason given'}"
-                log.error("alias %s stays on %s: %s", self.settings.alias, current, reason)
-                return AliasOutcome("failed", version, function_version, reason)
-            if state != "Active":
-                return AliasOutcome("waiting", version, function_version, f"version {function_version} still pending")
-            if registry.production_state()[1] != revision:
+            for needed in (function_version, *wanted):
+                state, why = self._active(needed, wait)
+                if state == "Failed":
+                    reason = f"published version {needed} failed to start: {why or 'no reason given'}"
+                    log.error("alias %s stays on %s: %s", self.settings.alias, current, reason)
+                    return AliasOutcome("failed", version, function_version, reason)
+                if state != "Active":
+                    return AliasOutcome("waiting", version, function_version, f"version {needed} still pending")
+            if registry.production_state()[1] != revision or registry.canary() != canary:
                 continue  # production changed while we waited: follow the newer change instead
             try:
                 self.functions.update_alias(
                     FunctionName=self.settings.function_name,
                     Name=self.settings.alias,
                     FunctionVersion=function_version,
-                    RoutingConfig={"AdditionalVersionWeights": {}},
+                    RoutingConfig={"AdditionalVersionWeights": wanted},
                     **({"RevisionId": alias_revision} if alias_revision else {}),
                 )
             except ClientError as exc:
@@ -237,7 +242,9 @@ class InferenceAlias:
             # Production moved on meanwhile (ConflictError): the next follower records its own change.
             with contextlib.suppress(ConflictError):
                 registry.record_function_version(version, function_version, revision)
-            log.info("alias %s: %s -> %s (model %s)", self.settings.alias, current, function_version, version)
+            log.info(
+                "alias %s: %s -> %s (model %s) %s", self.settings.alias, current, function_version, version, wanted
+            )
             return AliasOutcome("moved", version, function_version, deleted=self.prune(registry))
         raise ConflictError(f"expected to move alias {self.settings.alias} (got: constant concurrent changes)")
 
@@ -249,7 +256,8 @@ class InferenceAlias:
         current, weights, _ = self.routing()
         keep = {current, *weights}
         version, _, previous = registry.production_state()
-        for model in (version, previous):
+        canary = registry.canary()
+        for model in (version, previous, canary.version if canary else None):
             if model is None:
                 continue
             try:

@@ -269,13 +269,20 @@ def test_each_function_has_its_own_role(stack: Deployed) -> None:
     assert len(functions) == 5 and len(set(roles)) == 5
 
 
-def test_sagemaker_may_only_be_passed_the_training_role(stack: Deployed) -> None:
-    role_arn = stack.named("aws:iam/role:Role", "sagemaker-role").outputs["arn"]
+def test_each_role_may_be_passed_only_to_its_own_service(stack: Deployed) -> None:
+    """The training role to SageMaker; the canary role to EventBridge Scheduler; nothing else."""
+    allowed = {
+        stack.named("aws:iam/role:Role", "sagemaker-role").outputs["arn"]: "sagemaker.amazonaws.com",
+        stack.named("aws:iam/role:Role", "canary-scheduler-role").outputs["arn"]: "scheduler.amazonaws.com",
+    }
+    passed = set()
     for policy in stack.of_type("aws:iam/rolePolicy:RolePolicy"):
         for s in statements(policy):
             if "iam:PassRole" in as_list(s["Action"]):
-                assert s["Resource"] == [role_arn]
-                assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+                (role,) = s["Resource"]
+                assert s["Condition"] == {"StringEquals": {"iam:PassedToService": allowed[role]}}
+                passed.add(role)
+    assert passed == set(allowed)
 
 
 def test_training_jobs_can_be_started_only_under_the_stack_prefix(stack: Deployed) -> None:
@@ -460,6 +467,8 @@ def test_admin_routes_require_iam(stack: Deployed) -> None:
         "GET /models/production",
         "GET /models/{version}",
         "POST /models/{version}/promote",
+        "POST /models/{version}/canary",
+        "POST /canary/abort",
         "POST /rollback",
     }
     assert set(admin.values()) == {"AWS_IAM"}
@@ -560,6 +569,31 @@ def test_every_function_that_changes_production_may_move_the_alias_of_the_infere
     assert {"lambda:PublishVersion", "lambda:UpdateFunctionConfiguration", "lambda:DeleteFunction"} <= set(
         moves["Action"]
     )
+
+
+def test_a_canary_ends_by_a_schedule_that_may_invoke_the_completion_function_only(stack: Deployed) -> None:
+    completion = function(stack, "training-events").outputs["arn"]
+    variables = env(stack, "registry-api")
+    assert variables["SKIFF_CANARY_TARGET_ARN"] == completion
+    role = stack.named("aws:iam/role:Role", "canary-scheduler-role")
+    assert variables["SKIFF_CANARY_ROLE_ARN"] == role.outputs["arn"]
+    (trust,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    (invoke,) = statements(stack.named("aws:iam/rolePolicy:RolePolicy", "canary-scheduler-policy"))
+    assert (invoke["Action"], invoke["Resource"]) == (["lambda:InvokeFunction"], [completion])
+    policy = stack.named("aws:iam/rolePolicy:RolePolicy", "registry-api-policy")
+    (schedules,) = [s for s in statements(policy) if "scheduler:CreateSchedule" in s["Action"]]
+    assert schedules["Resource"] == ["arn:aws:scheduler:eu-west-1:123456789012:schedule/default/skiff-test-canary-*"]
+
+
+def test_the_completion_function_reads_the_serving_alarms_that_decide_a_canary(stack: Deployed) -> None:
+    from infra.monitoring import SERVING_ALARMS
+
+    names = {a.inputs["name"] for a in stack.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    serving = env(stack, "training-events")["SKIFF_SERVING_ALARMS"].split(",")
+    assert serving == [f"skiff-test-{short}" for short in SERVING_ALARMS] and set(serving) <= names
+    rule = stack.named("aws:cloudwatch/eventRule:EventRule", "monitoring-serving-alarm")
+    assert len(json.loads(rule.inputs["eventPattern"])["resources"]) == len(SERVING_ALARMS)
 
 
 def test_a_production_change_that_must_wait_reaches_the_completion_function(stack: Deployed) -> None:

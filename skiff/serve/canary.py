@@ -1,0 +1,139 @@
+"""Canary promotion: a version serves a share of requests for a while, then is promoted or
+aborted by itself — what CodeDeploy does for Lambda, without CodeDeploy.
+
+Starting a canary records it in the registry (:meth:`Registry.start_canary`), moves the
+inference alias's routing weights (skiff.serve.lambda_alias follows the canary like
+production), and schedules a one-time EventBridge Scheduler invocation of the completion
+function at the canary's end (``Skiff Canary Due``). Then :func:`decide` looks at the stack's
+serving alarms: any in ALARM aborts the canary (production serves everything again), none
+promotes it. A serving alarm that fires meanwhile aborts it at once (skiff.registry.
+auto_rollback). Any change to production (a promotion or rollback by hand) ends it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from skiff.aws import LazyClient
+from skiff.errors import ConflictError
+from skiff.notify import Notice
+from skiff.registry.table import Canary, Registry
+
+CANARY_DUE = "Skiff Canary Due"
+EVENT_SOURCE = "skiff.registry"
+EARLY_TOLERANCE_SECONDS = 5  # Scheduler fires within a minute of the time; earlier than this is not due
+
+
+@dataclass(frozen=True)
+class CanarySettings:
+    stack: str
+    target_arn: str  # the function that decides at the end (the completion function)
+    role_arn: str  # what EventBridge Scheduler assumes to invoke it
+    alarms: tuple[str, ...] = ()  # serving alarms: one in ALARM at the end aborts the canary
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CanarySettings | None:
+        """None unless the stack schedules canaries (SKIFF_CANARY_TARGET_ARN set)."""
+        e = os.environ if environ is None else environ
+        if not e.get("SKIFF_CANARY_TARGET_ARN"):
+            return None
+        return cls(
+            stack=e.get("SKIFF_STACK", ""),
+            target_arn=e["SKIFF_CANARY_TARGET_ARN"],
+            role_arn=e.get("SKIFF_CANARY_ROLE_ARN", ""),
+            alarms=tuple(a for a in (e.get("SKIFF_SERVING_ALARMS") or "").split(",") if a),
+        )
+
+
+@dataclass(frozen=True)
+class CanaryOutcome:
+    state: str  # "promoted", "aborted", "ignored"
+    version: str | None = None
+    reason: str | None = None
+
+    def notice(self) -> Notice | None:
+        if self.state not in ("promoted", "aborted"):
+            return None
+        what = (
+            f"canary {self.version} promoted to production"
+            if self.state == "promoted"
+            else f"canary {self.version} aborted; production unchanged"
+        )
+        return Notice(f"canary-{self.state}", what, {"version": self.version, "reason": self.reason})
+
+
+def due_event(stack: str, canary: Canary) -> dict[str, Any]:
+    """What the schedule hands the completion function: an EventBridge-shaped event."""
+    return {
+        "version": "0",
+        "source": EVENT_SOURCE,
+        "detail-type": CANARY_DUE,
+        "detail": {"stack": stack, "version": canary.version, "until": canary.until},
+    }
+
+
+class CanaryScheduler:
+    scheduler = LazyClient("scheduler")
+    cloudwatch = LazyClient("cloudwatch")
+
+    def __init__(self, settings: CanarySettings, scheduler: Any = None, cloudwatch: Any = None) -> None:
+        self.settings = settings
+        self.scheduler, self.cloudwatch = scheduler, cloudwatch
+
+    def schedule_name(self, canary: Canary) -> str:
+        return f"{self.settings.stack}-canary-{canary.version}"[:64]  # Scheduler names: at most 64
+
+    def schedule(self, canary: Canary) -> str:
+        """A one-time schedule at the canary's end that deletes itself once it ran; its name."""
+        at = datetime.fromisoformat(canary.until).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        name = self.schedule_name(canary)
+        self.scheduler.create_schedule(
+            Name=name,
+            ScheduleExpression=f"at({at})",
+            ScheduleExpressionTimezone="UTC",
+            FlexibleTimeWindow={"Mode": "OFF"},
+            ActionAfterCompletion="DELETE",
+            Target={
+                "Arn": self.settings.target_arn,
+                "RoleArn": self.settings.role_arn,
+                "Input": json.dumps(due_event(self.settings.stack, canary)),
+            },
+        )
+        return name
+
+    def breached(self) -> list[str]:
+        """The serving alarms in ALARM now."""
+        if not self.settings.alarms:
+            return []
+        described = self.cloudwatch.describe_alarms(AlarmNames=list(self.settings.alarms))
+        return sorted(a["AlarmName"] for a in described.get("MetricAlarms", []) if a["StateValue"] == "ALARM")
+
+    def decide(self, registry: Registry, version: str, now: datetime | None = None) -> CanaryOutcome:
+        """At the canary's end: promote it, or abort it when a serving alarm is in ALARM."""
+        running = registry.canary()
+        if running is None or running.version != version:
+            return CanaryOutcome("ignored", version, "no such canary is running (it ended already)")
+        left = (datetime.fromisoformat(running.until) - (now or datetime.now(UTC))).total_seconds()
+        if left > EARLY_TOLERANCE_SECONDS:
+            return CanaryOutcome("ignored", version, f"the canary runs {left:.0f}s more")
+        breached = self.breached()
+        if breached:
+            reason = f"serving alarms in ALARM at the end of the canary: {', '.join(breached)}"
+            ended = registry.abort_canary(reason, actor="canary", version=version)
+            return CanaryOutcome("aborted" if ended else "ignored", version, reason)
+        reason = f"canary of {running.percent:g} % since {running.started_at}: no serving alarm in ALARM"
+        try:
+            registry.promote(version, reason, actor="canary", canary=True)
+        except ConflictError as exc:
+            return CanaryOutcome("ignored", version, str(exc))
+        return CanaryOutcome("promoted", version, reason)
+
+
+def canary_scheduler_from_env() -> CanaryScheduler | None:
+    settings = CanarySettings.from_env()
+    return CanaryScheduler(settings) if settings is not None else None
