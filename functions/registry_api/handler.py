@@ -9,7 +9,6 @@ POST /rollback                    {"reason": "..."}
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from functools import cache
@@ -340,7 +339,7 @@ def canary(version: VersionId, request: CanaryRequest) -> Response[Canary]:
     )
     metrics.add_metric(name="CanariesStarted", unit=MetricUnit.Count, value=1)
     logger.info("canary started", extra={"model_version": version, "percent": request.percent})
-    return Response(202, "application/json", json.dumps(started))
+    return Response(202, "application/json", Canary(**started))
 
 
 @app.post(

@@ -143,3 +143,19 @@ def test_an_alarm_that_rolls_nothing_back_notifies_nobody(
     handler.notifier.cache_clear()
     handler.lambda_handler(alarm_event("OK"), Context())
     assert subscriber.received() == []
+
+
+def test_an_alarm_during_a_canary_aborts_the_canary_and_leaves_production(
+    stack: Stack, promoted_twice: list[str], subscriber: Subscriber
+) -> None:
+    candidate = stack.registry.register(
+        artifact_uri="s3://b/models/x/", manifest_sha256="ab" * 32, metrics={}, lineage={}
+    ).version
+    stack.registry.start_canary(candidate, 10, 5, "try it")
+    handler.notifier.cache_clear()
+    outcome = handler.lambda_handler(alarm_event(), Context())
+    assert (outcome["status"], outcome["version"]) == ("canary-aborted", candidate)
+    assert stack.registry.canary() is None
+    assert stack.registry.production_version() == promoted_twice[1]  # not rolled back
+    (notification,) = subscriber.received()
+    assert (notification["Message"]["event"], notification["Message"]["version"]) == ("canary-aborted", candidate)

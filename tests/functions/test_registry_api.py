@@ -4,6 +4,7 @@ import base64
 import json
 from typing import Any
 
+import boto3
 import pytest
 
 from functions.registry_api import handler
@@ -218,3 +219,57 @@ def test_malformed_idempotency_key_is_400(versions: list[str]) -> None:
 def test_a_reason_without_a_visible_character_is_400(versions: list[str], reason: str) -> None:
     status, body = call("POST", f"/models/{versions[0]}/promote", {"reason": reason})
     assert status == 400 and "reason" in body["error"]["message"]
+
+
+# ---- canaries ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def schedules_canaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKIFF_CANARY_TARGET_ARN", "arn:aws:lambda:eu-west-1:123456789012:function:skiff-test-events")
+    monkeypatch.setenv("SKIFF_CANARY_ROLE_ARN", "arn:aws:iam::123456789012:role/canary")
+    monkeypatch.setenv("SKIFF_STACK", "skiff-test")
+    handler.canary_scheduler.cache_clear()
+
+
+def test_a_canary_is_accepted_scheduled_and_shown_beside_production(
+    stack: Stack, versions: list[str], schedules_canaries: None
+) -> None:
+    call("POST", f"/models/{versions[0]}/promote", {"reason": "one"})
+    status, canary = call("POST", f"/models/{versions[1]}/canary", {"reason": "try", "percent": 10, "minutes": 5})
+    assert status == 202 and (canary["version"], canary["percent"], canary["actor"]) == (versions[1], 10, ADMIN)
+    (schedule,) = boto3.client("scheduler").list_schedules()["Schedules"]
+    assert schedule["Name"] == f"skiff-test-canary-{versions[1]}"
+    production = call("GET", "/models/production")[1]
+    assert production["canary"]["version"] == versions[1]
+    assert production["production"]["version"] == versions[0]
+
+
+@pytest.mark.parametrize(("percent", "minutes"), [(0, 5), (60, 5), (10, 0), (10, 10_000)])
+def test_a_canary_share_or_length_out_of_range_is_400(
+    versions: list[str], schedules_canaries: None, percent: float, minutes: float
+) -> None:
+    call("POST", f"/models/{versions[0]}/promote", {"reason": "one"})
+    body = {"reason": "try", "percent": percent, "minutes": minutes}
+    assert call("POST", f"/models/{versions[1]}/canary", body)[0] == 400
+
+
+def test_a_canary_before_any_production_is_409(versions: list[str], schedules_canaries: None) -> None:
+    status, body = call("POST", f"/models/{versions[0]}/canary", {"reason": "try", "percent": 10, "minutes": 5})
+    assert status == 409 and "production version" in body["error"]["message"]
+
+
+def test_a_canary_on_a_stack_without_schedules_is_409_and_leaves_nothing_running(
+    stack: Stack, versions: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SKIFF_CANARY_TARGET_ARN", raising=False)
+    handler.canary_scheduler.cache_clear()
+    call("POST", f"/models/{versions[0]}/promote", {"reason": "one"})
+    status, body = call("POST", f"/models/{versions[1]}/canary", {"reason": "try", "percent": 10, "minutes": 5})
+    assert status == 409 and "schedules canaries" in body["error"]["message"]
+    assert stack.registry.canary() is None
+
+
+def test_aborting_without_a_running_canary_is_409(versions: list[str]) -> None:
+    status, body = call("POST", "/canary/abort", {"reason": "stop"})
+    assert status == 409 and "running canary" in body["error"]["message"]

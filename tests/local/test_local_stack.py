@@ -143,3 +143,35 @@ def test_jobs_show_the_local_executors_real_status(local: tuple[LocalStack, Stac
     assert jobs and all(j["status"] == "Completed" for j in jobs)
     assert all(j["epoch"] == j["epochs"] == 3 for j in jobs)
     assert json.loads(Path(client.outputs.progress_file or "").read_text())
+
+
+def test_a_canary_serves_its_share_then_is_promoted_by_its_schedule(local: tuple[LocalStack, StackClient]) -> None:
+    stack, client = local
+    production = client.production()["production"]["version"]
+    other = next(m["version"] for m in client.models() if m["status"] in ("retired", "candidate"))
+    started = client.start_canary(other, 50, 0.1, "test: half the requests for 6 s")
+    assert (started["version"], started["percent"]) == (other, 50)
+    answered = {client.predict(["see you at lunch"])["model_version"] for _ in range(30)}
+    assert answered == {production, other}  # both serve while it runs (each with p = 1/2^30 of missing)
+    assert client.production()["canary"]["version"] == other
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and client.production()["production"]["version"] != other:
+        time.sleep(0.2)
+    after = client.production()
+    assert after["production"]["version"] == other and after["canary"] is None
+    assert after["history"][0]["actor"] == "canary"
+    assert stack.inference_alias.routing()[1] == {}  # every request to the promoted version again
+    assert {client.predict(["see you at lunch"])["model_version"] for _ in range(10)} == {other}
+
+
+def test_a_canary_can_be_aborted_by_hand(local: tuple[LocalStack, StackClient]) -> None:
+    _, client = local
+    production = client.production()["production"]["version"]
+    other = next(m["version"] for m in client.models() if m["status"] in ("retired", "candidate"))
+    client.start_canary(other, 10, 30, "test: abort me")
+    ended = client.abort_canary("test: enough")
+    assert ended["version"] == other
+    assert client.production()["canary"] is None and client.production()["production"]["version"] == production
+    with pytest.raises(ApiError) as refused:
+        client.abort_canary("test: nothing left")
+    assert refused.value.status == 409

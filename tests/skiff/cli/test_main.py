@@ -151,3 +151,20 @@ def test_models_on_a_wide_terminal_keep_the_reason_in_its_column() -> None:
     lines = _printed(200)
     (row,) = [line for line in lines if line.strip("│ ").startswith("v20261202-164811937-df95")]
     assert "quality-gate: promoted" in row and "ds-000001" in row
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("90s", 1.5), ("5m", 5.0), ("2h", 120.0), ("7", 7.0)])
+def test_a_canary_duration_reads_seconds_minutes_or_hours(text: str, minutes: float) -> None:
+    from skiff.cli.main import duration_minutes
+
+    assert duration_minutes(text) == minutes
+
+
+@pytest.mark.parametrize("text", ["five", "0m", "-1h", ""])
+def test_a_canary_duration_that_is_not_one_says_what_was_expected(text: str) -> None:
+    import argparse
+
+    from skiff.cli.main import duration_minutes
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a"):
+        duration_minutes(text)

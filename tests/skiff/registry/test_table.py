@@ -216,3 +216,78 @@ def test_concurrent_promotes_and_rollbacks_leave_one_production_and_full_history
     assert [h.revision for h in history] == list(range(successes[0], 0, -1))
     for newer, older in zip(history, history[1:], strict=False):
         assert newer.previous_version == older.version  # an unbroken chain: no lost entry
+
+
+# ---- canaries ---------------------------------------------------------------------------------
+
+
+def serving(registry: Registry) -> tuple[str, str]:
+    """(production, a candidate beside it)."""
+    production = register(registry)
+    registry.promote(production, "first")
+    return production, register(registry)
+
+
+def test_a_canary_is_recorded_beside_production(registry: Registry) -> None:
+    production, candidate = serving(registry)
+    started = registry.start_canary(candidate, 10, 5, "try it on a tenth")
+    assert registry.canary() == started
+    assert (started.version, started.percent, started.reason) == (candidate, 10, "try it on a tenth")
+    assert registry.production_version() == production
+    assert registry.audit(limit=1)[0]["action"] == "canary-start"
+
+
+@pytest.mark.parametrize(("percent", "minutes"), [(0, 5), (51, 5), (10, 0), (10, 24 * 60 + 1)])
+def test_a_canary_share_or_length_out_of_range_is_refused(registry: Registry, percent: float, minutes: float) -> None:
+    _, candidate = serving(registry)
+    with pytest.raises(RegistryError, match="expected a canary"):
+        registry.start_canary(candidate, percent, minutes, "test")
+
+
+def test_a_canary_needs_production_to_compare_with(registry: Registry) -> None:
+    with pytest.raises(ConflictError, match="expected a production version"):
+        registry.start_canary(register(registry), 10, 5, "test")
+
+
+def test_production_itself_cannot_be_a_canary(registry: Registry) -> None:
+    production, _ = serving(registry)
+    with pytest.raises(ConflictError, match="already production"):
+        registry.start_canary(production, 10, 5, "test")
+
+
+def test_one_canary_at_a_time(registry: Registry) -> None:
+    _, candidate = serving(registry)
+    registry.start_canary(candidate, 10, 5, "test")
+    with pytest.raises(ConflictError, match="no running canary"):
+        registry.start_canary(register(registry), 10, 5, "test")
+
+
+def test_completing_a_canary_promotes_it_and_ends_it(registry: Registry) -> None:
+    production, candidate = serving(registry)
+    registry.start_canary(candidate, 10, 5, "test")
+    change = registry.promote(candidate, "canary healthy", actor="canary", canary=True)
+    assert (change.version, change.previous_version) == (candidate, production)
+    assert registry.canary() is None
+
+
+def test_completing_refuses_a_version_that_is_not_the_running_canary(registry: Registry) -> None:
+    _, candidate = serving(registry)
+    with pytest.raises(ConflictError, match="running canary"):
+        registry.promote(candidate, "canary healthy", canary=True)
+
+
+def test_aborting_a_canary_leaves_production_as_it_was(registry: Registry) -> None:
+    production, candidate = serving(registry)
+    registry.start_canary(candidate, 10, 5, "test")
+    ended = registry.abort_canary("errors", actor="alarm:x")
+    assert ended is not None and ended.version == candidate
+    assert registry.canary() is None and registry.production_version() == production
+    assert registry.get(candidate).status == CANDIDATE
+    assert registry.abort_canary("again") is None  # nothing left to end
+
+
+def test_any_change_to_production_ends_a_running_canary(registry: Registry) -> None:
+    _, candidate = serving(registry)
+    registry.start_canary(candidate, 10, 5, "test")
+    registry.promote(register(registry), "something else, by hand")
+    assert registry.canary() is None

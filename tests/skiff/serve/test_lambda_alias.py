@@ -224,3 +224,20 @@ def test_a_follower_that_fails_leaves_production_as_it_is_and_says_why(
 def test_without_published_versions_there_is_nothing_to_follow(registry: Registry) -> None:
     assert follow_alias(registry, None) is None
     assert AliasSettings.from_env({}) is None
+
+
+def test_a_canary_takes_its_share_through_the_alias_and_leaves_it_when_aborted(
+    alias: InferenceAlias, registry: Registry
+) -> None:
+    promoted(registry)
+    production = alias.follow(registry).function_version
+    canary = candidate(registry)
+    registry.start_canary(canary, 10, 5, "test")
+    assert alias.follow(registry).state == "moved"
+    main, weights, _ = alias.routing()
+    (extra,) = weights
+    assert (main, weights[extra]) == (production, 0.1)
+    assert environment_of(extra)[MODEL_VERSION_VARIABLE] == canary
+    registry.abort_canary("test")
+    alias.follow(registry)
+    assert alias.routing()[:2] == (production, {})

@@ -1,0 +1,94 @@
+"""A canary's schedule and its verdict, against moto's EventBridge Scheduler and CloudWatch."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+
+from skiff.registry.table import Registry, create_table
+from skiff.serve.canary import CANARY_DUE, CanaryScheduler, CanarySettings
+
+TABLE, ALARM = "skiff-registry-test", "skiff-test-inference-5xx-rate"
+SETTINGS = CanarySettings(
+    stack="skiff-test",
+    target_arn="arn:aws:lambda:eu-west-1:123456789012:function:skiff-test-training-events",
+    role_arn="arn:aws:iam::123456789012:role/canary",
+    alarms=(ALARM,),
+)
+
+
+@pytest.fixture
+def registry(aws: None) -> Registry:
+    create_table(TABLE)
+    boto3.client("cloudwatch").put_metric_alarm(
+        AlarmName=ALARM,
+        Namespace="AWS/ApiGateway",
+        MetricName="5xx",
+        Statistic="Average",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=0.05,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    return Registry(TABLE)
+
+
+def candidate(registry: Registry) -> str:
+    return registry.register(artifact_uri="s3://a/models/x/", manifest_sha256="ab" * 32, metrics={}, lineage={}).version
+
+
+@pytest.fixture
+def running(registry: Registry) -> str:
+    registry.promote(candidate(registry), "first")
+    version = candidate(registry)
+    registry.start_canary(version, 10, 5, "try it on a tenth")
+    return version
+
+
+def ended() -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=6)
+
+
+def test_the_end_of_a_canary_is_a_one_time_schedule_on_the_completion_function(
+    registry: Registry, running: str
+) -> None:
+    canary = registry.canary()
+    assert canary is not None
+    name = CanaryScheduler(SETTINGS).schedule(canary)
+    schedule = boto3.client("scheduler").get_schedule(Name=name)
+    at = datetime.fromisoformat(canary.until).strftime("%Y-%m-%dT%H:%M:%S")
+    assert schedule["ScheduleExpression"] == f"at({at})" and schedule["ScheduleExpressionTimezone"] == "UTC"
+    assert schedule["ActionAfterCompletion"] == "DELETE"
+    assert (schedule["Target"]["Arn"], schedule["Target"]["RoleArn"]) == (SETTINGS.target_arn, SETTINGS.role_arn)
+    event = json.loads(schedule["Target"]["Input"])
+    assert (event["detail-type"], event["detail"]["version"]) == (CANARY_DUE, running)
+
+
+def test_a_canary_with_no_serving_alarm_in_alarm_is_promoted(registry: Registry, running: str) -> None:
+    outcome = CanaryScheduler(SETTINGS).decide(registry, running, now=ended())
+    assert outcome.state == "promoted"
+    assert registry.production_version() == running and registry.canary() is None
+    assert registry.history(limit=1)[0].actor == "canary"
+
+
+def test_a_canary_with_a_serving_alarm_in_alarm_is_aborted(registry: Registry, running: str) -> None:
+    production = registry.production_version()
+    boto3.client("cloudwatch").set_alarm_state(AlarmName=ALARM, StateValue="ALARM", StateReason="test")
+    outcome = CanaryScheduler(SETTINGS).decide(registry, running, now=ended())
+    assert (outcome.state, outcome.reason) == ("aborted", f"serving alarms in ALARM at the end of the canary: {ALARM}")
+    assert registry.production_version() == production and registry.canary() is None
+
+
+def test_a_canary_is_not_decided_before_its_end(registry: Registry, running: str) -> None:
+    outcome = CanaryScheduler(SETTINGS).decide(registry, running)
+    assert outcome.state == "ignored" and "runs" in (outcome.reason or "")
+    assert registry.canary() is not None
+
+
+def test_a_canary_that_ended_already_is_left_alone(registry: Registry, running: str) -> None:
+    registry.abort_canary("by hand")
+    assert CanaryScheduler(SETTINGS).decide(registry, running, now=ended()).state == "ignored"
+    assert registry.production_version() != running
