@@ -178,7 +178,7 @@ def test_production_shows_version_and_history(versions: list[str]) -> None:
 
 
 def test_production_before_any_promotion_is_null(versions: list[str]) -> None:
-    assert call("GET", "/models/production") == (200, {"production": None, "history": []})
+    assert call("GET", "/models/production") == (200, {"production": None, "history": [], "canary": None})
 
 
 def test_unknown_route_is_404(versions: list[str]) -> None:
