@@ -163,7 +163,7 @@ def main() -> None:
 
     import torch
 
-    from training.device import available_cpus
+    from skiff.cpus import available_cpus
 
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())

@@ -11,11 +11,11 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from skiff.cpus import available_cpus
 from skiff.errors import ConfigError
 from skiff.model.hyperparameters import Hyperparameters
 
@@ -59,18 +59,6 @@ def choose_device(world: Distributed, num_gpus: int | None = None) -> torch.devi
     if wanted > 0 and torch.cuda.is_available():
         return torch.device(f"cuda:{world.local_rank}")
     return torch.device("cpu")
-
-
-def available_cpus() -> int:
-    """CPUs this process may really use: its affinity mask, capped by a cgroup v2 CPU quota."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota visible: the affinity mask is the limit
-    return max(1, cpus)
 
 
 def set_threads(world: Distributed) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from skiff.cpus import available_cpus
 from skiff.model.artifact import MODEL_INT8, ModelArtifact, load_artifact
 from skiff.model.features import Featurizer, featurizer_from_spec
 
@@ -30,8 +30,7 @@ class Prediction:
 def session_options(threads: int | None) -> ort.SessionOptions:
     """One intra-op thread per available CPU by default; never more than the process may use."""
     options = ort.SessionOptions()
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    options.intra_op_num_threads = max(1, threads if threads is not None else available)
+    options.intra_op_num_threads = max(1, threads if threads is not None else available_cpus())
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from skiff.cpus import available_cpus
 from skiff.errors import ConfigError
 from skiff.model.hyperparameters import Hyperparameters
-from training.device import GPU_BATCH, BatchPlan, Distributed, autocast_dtype, available_cpus, set_threads
+from training.device import GPU_BATCH, BatchPlan, Distributed, autocast_dtype, set_threads
 
 ONE = Distributed(world_size=1, rank=0, local_rank=0)
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
