@@ -121,7 +121,7 @@ def test_built_x86_64_bundle_serves_on_lambdas_python(tmp_path: Path, small_arti
     task, opt = tmp_path / "var-task", tmp_path / "opt"
     zipfile.ZipFile(report.functions["inference"].path).extractall(task)
     zipfile.ZipFile(report.layer.path).extractall(opt)
-    runtime = tmp_path / "runtime"  # what the Lambda runtime itself provides: boto3
+    runtime = tmp_path / "runtime"  # what the Lambda runtime itself provides: boto3, SnapStart's hooks
     subprocess.run(
         [
             sys.executable,
@@ -135,6 +135,7 @@ def test_built_x86_64_bundle_serves_on_lambdas_python(tmp_path: Path, small_arti
             "3.12",
             "--only-binary=:all:",
             "boto3",
+            "snapshot-restore-py==1.0.0",
         ],
         check=True,
     )
@@ -143,7 +144,10 @@ def test_built_x86_64_bundle_serves_on_lambdas_python(tmp_path: Path, small_arti
         "import functions.inference.handler; import tokenizers;"
         "from skiff.model.predictor import Predictor;"
         f"print(Predictor.from_directory({str(small_artifact)!r}).predict(['my parcel is late'])[0].label);"
-        "assert 'torch' not in sys.modules"
+        "assert 'torch' not in sys.modules;"
+        # The SnapStart hook lands in the runtime's own module: the layer ships none to shadow it.
+        "import snapshot_restore_py as hooks; assert hooks.__file__.startswith(sys.argv[3]), hooks.__file__;"
+        "assert hooks._before_snapshot_registry[0][0].__name__ == 'load_bound_model'"
     )
     run = subprocess.run(  # -B: nothing written, so what -v reports loaded came from the zips
         [python312, "-S", "-B", "-v", "-c", code, str(task), str(opt / "python"), str(runtime)],
