@@ -61,7 +61,8 @@ def create_app(stack: StackClient, settings: DashboardSettings | None = None) ->
     @app.get("/")
     def models() -> str:
         versions = stack.models(limit=settings.models_limit)
-        history = stack.history()
+        production = stack.production()
+        history = production["history"]
         jobs = stack.jobs(limit=20)
         return render_template(
             "models.html",
@@ -69,6 +70,7 @@ def create_app(stack: StackClient, settings: DashboardSettings | None = None) ->
             models=versions,
             reasons={m["version"]: why(m, history) for m in versions},
             serving=next((m["version"] for m in versions if m["status"] == "production"), None),
+            canary=production.get("canary"),
             running=[j for j in jobs if j["status"] in RUNNING_JOB_STATES],
             live=any(j["status"] in RUNNING_JOB_STATES for j in jobs),
         )

@@ -239,6 +239,20 @@ def test_browser_history_lists_alias_changes(dashboard: Dashboard, page: Any) ->
     rows = page.locator("#history tbody tr")
     assert rows.count() == len(dashboard.client.history()) >= 1
     assert dashboard.versions[0] in rows.last.inner_text()
+    # where the inference function's alias went for the newest change: a published version
+    newest = dashboard.client.history()[0]["function_version"]
+    assert newest and rows.first.locator(".function-version").inner_text() == newest
+
+
+def test_browser_models_page_shows_a_running_canary(dashboard: Dashboard, page: Any) -> None:
+    other = next(m["version"] for m in dashboard.client.models() if m["status"] in ("retired", "candidate"))
+    dashboard.client.start_canary(other, 10, 30, "browser test canary")
+    try:
+        page.goto(dashboard.url + "/")
+        canary = page.locator(".canary")
+        assert other in canary.inner_text() and "10" in canary.inner_text()
+    finally:
+        dashboard.client.abort_canary("browser test over")
 
 
 def test_browser_data_page_shows_datasets_and_the_rejected_uploads_reason(dashboard: Dashboard, page: Any) -> None:
