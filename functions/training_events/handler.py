@@ -69,7 +69,7 @@ def canary_due(detail: dict[str, Any]) -> dict[str, Any]:
     if scheduler is None:
         return {"state": "ignored", "reason": "this stack schedules no canaries"}
     done = completion()
-    outcome = scheduler.decide(done.registry, str(detail.get("version")))
+    outcome = scheduler.decide(done.registry, str(detail.get("version")), until=detail.get("until"))
     logger.info("canary %s: %s", outcome.state, outcome.reason, extra={"model_version": outcome.version})
     metrics.add_metric(name=f"Canary_{outcome.state}", unit=MetricUnit.Count, value=1)
     if outcome.state != "ignored":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,7 +87,9 @@ class CanaryScheduler:
         self.scheduler, self.cloudwatch = scheduler, cloudwatch
 
     def schedule_name(self, canary: Canary) -> str:
-        return f"{self.settings.stack}-canary-{canary.version}"[:64]  # Scheduler names: at most 64
+        """A new name each time (not one per version: the schedule of an aborted canary stays until
+        it fires, then finds nothing to decide); at most 64 characters, as Scheduler allows."""
+        return f"{self.settings.stack}-canary-{canary.version[-4:]}-{secrets.token_hex(6)}"
 
     def schedule(self, canary: Canary) -> str:
         """A one-time schedule at the canary's end that deletes itself once it ran; its name."""
@@ -113,10 +116,13 @@ class CanaryScheduler:
         described = self.cloudwatch.describe_alarms(AlarmNames=list(self.settings.alarms))
         return sorted(a["AlarmName"] for a in described.get("MetricAlarms", []) if a["StateValue"] == "ALARM")
 
-    def decide(self, registry: Registry, version: str, now: datetime | None = None) -> CanaryOutcome:
-        """At the canary's end: promote it, or abort it when a serving alarm is in ALARM."""
+    def decide(
+        self, registry: Registry, version: str, until: str | None = None, now: datetime | None = None
+    ) -> CanaryOutcome:
+        """At the canary's end: promote it, or abort it when a serving alarm is in ALARM. A
+        schedule names the end it was made for (``until``): an earlier canary's is ignored."""
         running = registry.canary()
-        if running is None or running.version != version:
+        if running is None or running.version != version or (until is not None and until != running.until):
             return CanaryOutcome("ignored", version, "no such canary is running (it ended already)")
         left = (datetime.fromisoformat(running.until) - (now or datetime.now(UTC))).total_seconds()
         if left > EARLY_TOLERANCE_SECONDS:

@@ -239,7 +239,9 @@ def test_a_canary_is_accepted_scheduled_and_shown_beside_production(
     status, canary = call("POST", f"/models/{versions[1]}/canary", {"reason": "try", "percent": 10, "minutes": 5})
     assert status == 202 and (canary["version"], canary["percent"], canary["actor"]) == (versions[1], 10, ADMIN)
     (schedule,) = boto3.client("scheduler").list_schedules()["Schedules"]
-    assert schedule["Name"] == f"skiff-test-canary-{versions[1]}"
+    assert schedule["Name"].startswith("skiff-test-canary-")
+    target = boto3.client("scheduler").get_schedule(Name=schedule["Name"])["Target"]
+    assert json.loads(target["Input"])["detail"]["version"] == versions[1]
     production = call("GET", "/models/production")[1]
     assert production["canary"]["version"] == versions[1]
     assert production["production"]["version"] == versions[0]

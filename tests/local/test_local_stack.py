@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from skiff.cli.client import ApiError, StackClient, StackOutputs
@@ -175,3 +176,27 @@ def test_a_canary_can_be_aborted_by_hand(local: tuple[LocalStack, StackClient]) 
     with pytest.raises(ApiError) as refused:
         client.abort_canary("test: nothing left")
     assert refused.value.status == 409
+
+
+def test_a_canary_ending_with_a_serving_alarm_in_alarm_is_aborted_by_its_schedule(
+    local: tuple[LocalStack, StackClient],
+) -> None:
+    stack, client = local
+    production = client.production()["production"]["version"]
+    other = next(m["version"] for m in client.models() if m["status"] in ("retired", "candidate"))
+    client.start_canary(other, 10, 0.05, "test: 3 s with the alarm firing")
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=stack.endpoint_url, region_name="us-east-1")
+    alarm = stack.config.names["serving_alarm"]
+    cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="test: errors")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.production()["canary"] is not None:
+            time.sleep(0.2)
+    finally:
+        cloudwatch.set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="test over")
+    after = client.production()
+    assert after["canary"] is None and after["production"]["version"] == production
+    assert stack.inference_alias.routing()[1] == {}  # the canary's share is gone
+    stack.deliver_notifications()
+    aborted = [n for n in client.notifications() if n["event"] == "canary-aborted"]
+    assert aborted and aborted[-1]["version"] == other and alarm in aborted[-1]["reason"]

@@ -92,3 +92,16 @@ def test_a_canary_that_ended_already_is_left_alone(registry: Registry, running: 
     registry.abort_canary("by hand")
     assert CanaryScheduler(SETTINGS).decide(registry, running, now=ended()).state == "ignored"
     assert registry.production_version() != running
+
+
+def test_the_schedule_of_an_earlier_canary_of_the_same_version_decides_nothing(
+    registry: Registry, running: str
+) -> None:
+    first = registry.canary()
+    assert first is not None
+    registry.abort_canary("by hand")
+    second = registry.start_canary(running, 10, 5, "again")
+    scheduler = CanaryScheduler(SETTINGS)
+    assert scheduler.schedule(first) != scheduler.schedule(second)  # both exist at once
+    outcome = scheduler.decide(registry, running, until="2000-01-01T00:00:00+00:00", now=ended())
+    assert outcome.state == "ignored" and registry.canary() == second
