@@ -89,7 +89,7 @@ class CanaryScheduler:
     def schedule_name(self, canary: Canary) -> str:
         """A new name each time (not one per version: the schedule of an aborted canary stays until
         it fires, then finds nothing to decide); at most 64 characters, as Scheduler allows."""
-        return f"{self.settings.stack}-canary-{canary.version[-4:]}-{secrets.token_hex(6)}"
+        return f"{self.settings.stack}-canary-{canary.version[-4:]}-{secrets.token_hex(5)}"  # 40 + 23 at most
 
     def schedule(self, canary: Canary) -> str:
         """A one-time schedule at the canary's end that deletes itself once it ran; its name."""

@@ -105,3 +105,12 @@ def test_the_schedule_of_an_earlier_canary_of_the_same_version_decides_nothing(
     assert scheduler.schedule(first) != scheduler.schedule(second)  # both exist at once
     outcome = scheduler.decide(registry, running, until="2000-01-01T00:00:00+00:00", now=ended())
     assert outcome.state == "ignored" and registry.canary() == second
+
+
+def test_a_schedule_name_fits_schedulers_limit_with_the_longest_stack_prefix(registry: Registry, running: str) -> None:
+    from infra.settings import MAX_PREFIX
+
+    canary = registry.canary()
+    assert canary is not None
+    longest = CanaryScheduler(CanarySettings("s" * MAX_PREFIX, SETTINGS.target_arn, SETTINGS.role_arn))
+    assert len(longest.schedule_name(canary)) <= 64
