@@ -152,12 +152,20 @@ def predict(request: PredictRequest) -> PredictResponse:
 
 def record_latency_of_version(version: str, milliseconds: float) -> None:
     """PredictLatency per model version, so the dashboard can set a new version's latency beside
-    the previous one's. Its own short-lived EMF record: the function's other metrics (the
-    unloadable alarm's among them) keep their service-only dimensions."""
-    per_version = EphemeralMetrics(namespace="Skiff", service="inference")
-    per_version.add_dimension(name="model_version", value=version)
+    the previous one's. Its own EMF record: the function's other metrics (the unloadable
+    alarm's among them) keep their service-only dimensions."""
+    per_version = _metrics_of_version(version)
     per_version.add_metric(name="PredictLatency", unit=MetricUnit.Milliseconds, value=milliseconds)
     per_version.flush_metrics()
+
+
+@cache
+def _metrics_of_version(version: str) -> EphemeralMetrics:
+    """Made once per version (a container serves one, two during a switch): the dimension is a
+    default one, so it survives each flush."""
+    per_version = EphemeralMetrics(namespace="Skiff", service="inference")
+    per_version.set_default_dimensions(model_version=version)
+    return per_version
 
 
 app.use(middlewares=[require_json])
