@@ -131,7 +131,7 @@ def why(model: dict[str, Any], history: Sequence[dict[str, Any]] = ()) -> str:
 
 def history_table(changes: Sequence[dict[str, Any]]) -> Table:
     table = Table(title="production changes (newest first)")
-    for column in ("at", "action", "from", "to", "by", "why"):
+    for column in ("at", "action", "from", "to", "Lambda version", "by", "why"):
         table.add_column(column, overflow="fold", no_wrap=column in ("from", "to"))
     for change in changes:
         table.add_row(
@@ -139,6 +139,7 @@ def history_table(changes: Sequence[dict[str, Any]]) -> Table:
             change["action"],
             change.get("previous_version") or "—",
             change["version"],
+            change.get("function_version") or "—",  # where the inference alias went for it
             change.get("actor", ""),
             change.get("reason", ""),
         )

@@ -133,6 +133,7 @@ def test_datasets_and_history_answer_after_the_first_model(
     code, out, _ = run(capsys, "history", "--stack", str(stack_file), "--json")
     (change,) = json.loads(out)
     assert code == 0 and (change["version"], change["previous_version"]) == (first["version"], None)
+    assert change["function_version"]  # the published inference version the alias went to
     code, out, _ = run(capsys, "history", "--stack", str(stack_file))
     assert code == 0 and first["version"] in out
 
