@@ -9,8 +9,8 @@ reaches containers of the new version, with no TTL window. Pulumi owns ``$LATEST
 configuration; the binding lives in the published versions, which no ``pulumi up`` rewrites.
 
 Lambda publishes nothing when code and configuration are unchanged since the last version (it
-answers with that version; a new description does not count), so publishing sets the variable
-on ``$LATEST`` first. ``$LATEST`` itself never counts as bound (the handler ignores the variable
+answers with that version; a new description does not count), so publishing sets the variable,
+with a fresh token, on ``$LATEST`` first. ``$LATEST`` itself never counts as bound (the handler ignores the variable
 there): it follows the registry, as the alias's first target before any model is published.
 
 The registry stays the record. Whoever changes production (the quality gate, the registry API,
@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from skiff.registry.table import ModelVersion, Registry
 log = logging.getLogger(__name__)
 
 MODEL_VERSION_VARIABLE = "SKIFF_MODEL_VERSION"
+PUBLICATION_VARIABLE = "SKIFF_PUBLICATION"  # a fresh token per publication (see InferenceAlias.publish)
 LATEST = "$LATEST"
 DESCRIPTION_PREFIX = "skiff model "
 EVENT_SOURCE = "skiff.registry"
@@ -126,21 +128,24 @@ class InferenceAlias:
         return _variables(config).get(MODEL_VERSION_VARIABLE) if function_version != LATEST else None
 
     def publish(self, model_version: str) -> str:
-        """A published version of the function bound to ``model_version``; its number."""
+        """A new published version of the function bound to ``model_version``; its number.
+
+        Each publication also sets a fresh ``SKIFF_PUBLICATION`` token, so the configuration
+        always changes and Lambda always publishes (never answering with an earlier version,
+        perhaps one deleted since), and the answer shows whose publication it is."""
         name = self.settings.function_name
         for attempt in range(MAX_ATTEMPTS):
+            mine = {MODEL_VERSION_VARIABLE: model_version, PUBLICATION_VARIABLE: secrets.token_hex(8)}
             try:
                 config = self._settled(name)
-                variables = _variables(config)
-                if variables.get(MODEL_VERSION_VARIABLE) != model_version:
-                    self.functions.update_function_configuration(
-                        FunctionName=name,
-                        Environment={"Variables": {**variables, MODEL_VERSION_VARIABLE: model_version}},
-                        **_revision(config),
-                    )
-                    config = self._settled(name)
-                    if _variables(config).get(MODEL_VERSION_VARIABLE) != model_version:
-                        raise _Retry("another change to the function came between")
+                self.functions.update_function_configuration(
+                    FunctionName=name,
+                    Environment={"Variables": {**_variables(config), **mine}},
+                    **_revision(config),
+                )
+                config = self._settled(name)
+                if not _carries(config, mine):
+                    raise _Retry("another change to the function came between")
                 published = self.functions.publish_version(
                     FunctionName=name, Description=f"{DESCRIPTION_PREFIX}{model_version}", **_revision(config)
                 )
@@ -149,11 +154,10 @@ class InferenceAlias:
                     raise
                 self._sleep(random.uniform(0.2, 1.0) * (attempt + 1))
                 continue
-            if _variables(published).get(MODEL_VERSION_VARIABLE) == model_version:
+            if _carries(published, mine):
                 log.info("published %s:%s for model %s", name, published["Version"], model_version)
                 return str(published["Version"])
-            # Lambda answered with an older version (nothing changed since): another publisher
-            # reset the variable in between. Try again.
+            # Another publisher's change came between ours and the publication: try again.
         raise ConflictError(f"expected to publish {name} for model {model_version} (got: constant concurrent changes)")
 
     def published_for(self, model: ModelVersion, registry: Registry) -> str:
@@ -297,6 +301,11 @@ def _code(exc: ClientError) -> str:
 
 def _variables(config: Mapping[str, Any]) -> dict[str, str]:
     return dict((config.get("Environment") or {}).get("Variables") or {})
+
+
+def _carries(config: Mapping[str, Any], variables: Mapping[str, str]) -> bool:
+    found = _variables(config)
+    return all(found.get(name) == value for name, value in variables.items())
 
 
 def _revision(config: Mapping[str, Any]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from skiff.serve.lambda_alias import (
     LATEST,
     MODEL_VERSION_VARIABLE,
     PRODUCTION_CHANGED,
+    PUBLICATION_VARIABLE,
     AliasOutcome,
     AliasSettings,
     InferenceAlias,
@@ -80,9 +81,19 @@ def test_a_published_version_carries_its_model_version_and_keeps_the_rest_of_the
 ) -> None:
     first, second = alias.publish("v1"), alias.publish("v2")
     assert first != second
-    assert environment_of(first) == {"SKIFF_REGISTRY_TABLE": TABLE, MODEL_VERSION_VARIABLE: "v1"}
+    environment = environment_of(first)
+    assert environment.pop(PUBLICATION_VARIABLE)  # this publication's own token
+    assert environment == {"SKIFF_REGISTRY_TABLE": TABLE, MODEL_VERSION_VARIABLE: "v1"}
     assert environment_of(second)[MODEL_VERSION_VARIABLE] == "v2"
     assert alias.bound_version(first) == "v1"
+
+
+def test_publishing_the_same_model_again_always_makes_a_new_version(alias: InferenceAlias) -> None:
+    """Lambda answers an unchanged configuration with its last version, perhaps deleted since:
+    every publication changes the configuration (its token), so it always publishes."""
+    first = alias.publish("v1")
+    again = alias.publish("v1")
+    assert again != first and environment_of(again)[MODEL_VERSION_VARIABLE] == "v1"
 
 
 def test_latest_counts_as_bound_to_nothing_whatever_its_environment_says(alias: InferenceAlias) -> None:
