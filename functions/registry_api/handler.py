@@ -133,8 +133,11 @@ def change_production(change: dict[str, Any], idempotency_key: str | None) -> di
     """Promote or roll back; with a key, a repeated request replays the first answer."""
     result = _change_production(change, idempotency_key)
     # The alias first: it is what callers reach. Both no-ops where the stack has neither.
-    follow_alias(registry(), inference_alias())
+    followed = follow_alias(registry(), inference_alias())
     follow_production(registry(), gpu_endpoint())
+    if "revision" in result and followed is not None and followed.model_version == result["version"]:
+        # The answer says where the alias went, once it did (a pending version: not yet).
+        result = {**result, "function_version": followed.function_version if followed.done else None}
     return result
 
 

@@ -398,6 +398,8 @@ def _report_change(args: argparse.Namespace, change: dict[str, Any], verb: str) 
         print(json.dumps(change))
     else:
         out.print(f"{verb}: production is now {change['version']} (was {change['previous_version']})")
+        if change.get("function_version"):
+            out.print(f"  callers reach it through Lambda version {change['function_version']} (alias moved)")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -200,3 +200,11 @@ def test_a_canary_ending_with_a_serving_alarm_in_alarm_is_aborted_by_its_schedul
     stack.deliver_notifications()
     aborted = [n for n in client.notifications() if n["event"] == "canary-aborted"]
     assert aborted and aborted[-1]["version"] == other and alarm in aborted[-1]["reason"]
+
+
+def test_a_promotion_answers_with_the_lambda_version_callers_now_reach(local: tuple[LocalStack, StackClient]) -> None:
+    stack, client = local
+    other = next(m["version"] for m in client.models() if m["status"] in ("retired", "candidate"))
+    change = client.promote(other, "test: say where the alias went")
+    assert change["function_version"] == stack.inference_alias.routing()[0]
+    assert stack.inference_alias.bound_version(change["function_version"]) == other
