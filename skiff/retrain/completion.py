@@ -234,7 +234,8 @@ class TrainingCompletion:
     def follow_production(self) -> None:
         """Move what follows the registry: the inference alias (this function may wait for a
         SnapStart snapshot) and the GPU endpoint. Both no-ops where the stack has none."""
-        follow_alias(self.registry, self.inference_alias, self.settings.alias_wait_seconds, announce=False)
+        # Still pending after all that: announced, so this function tries again on the event.
+        follow_alias(self.registry, self.inference_alias, self.settings.alias_wait_seconds)
         follow_production(self.registry, self.gpu_endpoint)
 
     def _download(self, detail: Mapping[str, Any], job_name: str, target: Path) -> ModelArtifact:

@@ -892,8 +892,22 @@ def test_the_dashboard_splits_latency_by_model_version_as_the_inference_function
     expressions = [m[0]["expression"] for m in latency]
     assert all("{Skiff,model_version,service}" in e and 'MetricName="PredictLatency"' in e for e in expressions)
     assert [e.rsplit("'", 2)[1] for e in expressions] == ["p50", "p99"]
-    source = Path("functions/inference/handler.py").read_text()
-    assert 'add_dimension(name="model_version"' in source and 'name="PredictLatency"' in source
+    # What the inference function emits per version: the same namespace, dimensions and name.
+    import contextlib
+    import io
+
+    from functions.inference.handler import record_latency_of_version
+
+    emitted = io.StringIO()
+    with contextlib.redirect_stdout(emitted):
+        for _ in range(2):  # the second record keeps the version's dimension too
+            record_latency_of_version("v-test", 1.5)
+    records = [json.loads(line) for line in emitted.getvalue().splitlines()]
+    assert len(records) == 2
+    for record in records:
+        (schema,) = record["_aws"]["CloudWatchMetrics"]
+        assert schema["Namespace"] == "Skiff" and sorted(schema["Dimensions"][0]) == ["model_version", "service"]
+        assert [m["Name"] for m in schema["Metrics"]] == ["PredictLatency"] and record["model_version"] == "v-test"
 
 
 def test_the_dashboard_watches_every_dead_letter_queue_and_every_alarm(stack: Deployed) -> None:
