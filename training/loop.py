@@ -26,11 +26,12 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -82,6 +83,24 @@ class TrainingTask:
     """(logits, targets of the batch's rows) -> mean loss; targets may be labels or soft targets."""
 
 
+def balanced_class_weights(targets: Sequence[int], num_labels: int) -> list[float]:
+    """rows / (labels × rows of the label) per label: every label weighs as much in the loss as
+    the others together would if they were as frequent. A label with no training rows gets 0."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_labels)
+    rows = int(counts.sum())
+    return [rows / (num_labels * int(c)) if c else 0.0 for c in counts]
+
+
+def weighted_cross_entropy(weights: Sequence[float]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy with a weight per label, on whatever device the logits are."""
+    table = torch.tensor(list(weights), dtype=torch.float32)
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float(), targets, weight=table.to(logits.device))
+
+    return loss
+
+
 @dataclass
 class FitResult:
     model: nn.Module
@@ -100,10 +119,28 @@ class FitResult:
     best_epoch: int = 0
     """The epoch whose weights ``model`` holds (the last one unless the best was kept)."""
     stopped_early: bool = False
+    schedule: dict[str, Any] = field(default_factory=dict)
+    """The learning-rate schedule as run: its kind, warm-up steps and total optimizer steps."""
 
     @property
     def samples_per_second(self) -> float:
         return self.samples_seen / self.train_seconds if self.train_seconds else 0.0
+
+
+def learning_rate_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """What the base learning rate is multiplied by at optimizer step ``step`` (0-based) of
+    ``total``: a linear rise over the first ``warmup`` steps (never 0: the first step moves),
+    then ``schedule`` ("constant", "linear" down to 0 after the last step, or "cosine")."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    raise ConfigError(f"lr_schedule should be one of constant, linear, cosine (got: {schedule!r})")
 
 
 def _checkpoints(directory: Path) -> list[Path]:
@@ -155,6 +192,15 @@ def fit(
             find_unused_parameters=getattr(model, "ddp_find_unused_parameters", False),
         )
     optimizers = task.build_optimizers(model, plan.learning_rate, device)
+    # Each parameter group's own rate is its base (the bag's bias steps at a share of the rows');
+    # the schedule sets every step's rate from the step's number alone, so a resumed run
+    # continues the curve without saving any scheduler state.
+    base_rates = [[float(group["lr"]) for group in optimizer.param_groups] for optimizer in optimizers]
+    steps_per_epoch = len(task.train) // plan.batch_size
+    total_steps = steps_per_epoch * int(hp.epochs)  # type: ignore[arg-type]
+    warmup_steps = round(total_steps * float(hp.warmup_fraction or 0.0))
+    schedule = str(hp.lr_schedule)
+    log.info("learning rate: %d warm-up step(s), then %s, over %d steps", warmup_steps, schedule, total_steps)
     amp_dtype = autocast_dtype(device, hp.mixed_precision)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     result = FitResult(
@@ -166,6 +212,7 @@ def fit(
         learning_rate=plan.learning_rate,
         threads=threads,
         is_writer=world.is_writer,
+        schedule={"kind": schedule, "warmup_steps": warmup_steps, "total_steps": total_steps},
     )
     # What a checkpoint must share with this run to be resumed from.
     identity = {
@@ -218,7 +265,11 @@ def fit(
         padded_shares.append(padding_share(train.host_lengths, batches))
         trained.train()
         total = torch.zeros((), device=device)
-        for batch in batches:
+        for step, batch in enumerate(batches, start=(epoch - 1) * steps_per_epoch):
+            factor = learning_rate_factor(step, total_steps, warmup_steps, schedule)
+            for optimizer, rates in zip(optimizers, base_rates, strict=True):
+                for group, rate in zip(optimizer.param_groups, rates, strict=True):
+                    group["lr"] = rate * factor
             mine = batch[world.rank :: world.world_size]
             for part, rows in enumerate(mine.split(plan.micro_batch)):
                 if pin:

@@ -18,6 +18,8 @@ from skiff.model.features import HashedNgramSpec
 MODEL_FAMILIES = ("bag", "transformer")
 CALIBRATIONS = ("temperature", "none")
 BAG_HEADS = ("linear", "embedding")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+CLASS_WEIGHTINGS = ("none", "balanced")
 FAMILY_DEFAULTS = {
     # The linear head trains with plain SGD (a large step suits its TF-IDF-normalized inputs,
     # whose norm is 1); the embedding head with Adam. From 5-fold cross-validation on sms-spam
@@ -25,10 +27,12 @@ FAMILY_DEFAULTS = {
     # scored best there (99.19 %) but was unstable on the small demo data without char n-grams
     # (eval accuracy 93-97 % from epoch to epoch, 99.1 % at 30), so the default is the CV's best
     # at a step that held on both: 30 × 10 epochs (CV 99.06 %).
-    ("bag", "linear"): {"epochs": 10, "learning_rate": 30.0},
-    ("bag", "embedding"): {"epochs": 10, "learning_rate": 0.02},
-    # Fine-tuning a pretrained encoder wants few epochs and a small step.
-    ("transformer", None): {"epochs": 3, "learning_rate": 5e-5},
+    ("bag", "linear"): {"epochs": 10, "learning_rate": 30.0, "warmup_fraction": 0.0, "lr_schedule": "constant"},
+    ("bag", "embedding"): {"epochs": 10, "learning_rate": 0.02, "warmup_fraction": 0.0, "lr_schedule": "constant"},
+    # Fine-tuning a pretrained encoder wants few epochs and a small step, warmed up (Adam's
+    # moment estimates are noise for the first steps, and a full step then can wreck the
+    # pretrained weights) and decayed linearly to zero, as BERT was fine-tuned.
+    ("transformer", None): {"epochs": 3, "learning_rate": 5e-5, "warmup_fraction": 0.1, "lr_schedule": "linear"},
 }
 
 
@@ -54,6 +58,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "distill_weight": (0.0, 1.0),
     "distill_augment": (0, 20),
     "vocabulary_min_count": (0, 1_000_000),
+    "warmup_fraction": (0.0, 0.5),
 }
 """Inclusive ranges, checked (NaN and infinities refused) wherever hyperparameters enter: the CLI,
 the stack's config, the job launcher and the job itself all build this class."""
@@ -91,6 +96,15 @@ class Hyperparameters:
     # Stop once this many epochs in a row did not beat the best on the validation split (0:
     # run every epoch). The best epoch ships either way.
     early_stopping_patience: int = 3
+    # The learning rate rises linearly from ~0 over the first warmup_fraction of all optimizer
+    # steps (every epoch's, early stopping or not), then follows lr_schedule down: "constant"
+    # stays, "linear" falls to zero at the last step, "cosine" along half a cosine.
+    # None: the family's default (FAMILY_DEFAULTS).
+    warmup_fraction: float | None = None
+    lr_schedule: str | None = None
+    # "balanced" weighs each label's rows in the loss by rows / (labels × that label's rows),
+    # so a rare label counts as much as a common one; "none" weighs every row alike.
+    class_weighting: str = "none"
     seed: int = 13
     min_parity_agreement: float = 0.99
     mixed_precision: bool = True
@@ -137,10 +151,16 @@ class Hyperparameters:
             raise ConfigError(f"calibration should be one of {list(CALIBRATIONS)} (got: {self.calibration!r})")
         if self.bag_head not in BAG_HEADS:
             raise ConfigError(f"bag_head should be one of {list(BAG_HEADS)} (got: {self.bag_head!r})")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ConfigError(
+                f"class_weighting should be one of {list(CLASS_WEIGHTINGS)} (got: {self.class_weighting!r})"
+            )
         head = self.bag_head if self.model_family == "bag" else None
         for name, default in FAMILY_DEFAULTS[(self.model_family, head)].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)  # frozen: resolved once, at construction
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule should be one of {list(LR_SCHEDULES)} (got: {self.lr_schedule!r})")
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name)
             # Written so that NaN fails too: every comparison with NaN is false.
@@ -160,6 +180,11 @@ class Hyperparameters:
             raise ConfigError(
                 f"teacher_version should be a registry version (letters, digits, '.', '_', '-'; at most "
                 f"100) or empty (got: {self.teacher_version!r})"
+            )
+        if self.teacher_version and self.class_weighting != "none":
+            raise ConfigError(
+                "class_weighting should be none with a teacher_version: the student learns the teacher's "
+                f"scores, which carry their own balance (got: {self.class_weighting!r})"
             )
         self.prune_share()  # validates prune_rows
         self.preprocessing()  # validates buckets, n-gram settings

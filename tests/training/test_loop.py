@@ -15,7 +15,14 @@ from skiff.model.hyperparameters import Hyperparameters
 from tests.conftest import SMALL_HYPERPARAMETERS
 from tests.training.conftest import run_job
 from training.families import LabelledTexts
-from training.loop import CHECKPOINT_PREFIX, FitResult, fit
+from training.loop import (
+    CHECKPOINT_PREFIX,
+    FitResult,
+    balanced_class_weights,
+    fit,
+    learning_rate_factor,
+    weighted_cross_entropy,
+)
 
 FAMILIES = ("bag", "transformer")
 
@@ -46,17 +53,28 @@ def _fit(
     tmp_path: Path,
     stop_after: int | None = None,
     keep_best: bool = True,
+    rates: list[float] | None = None,
 ) -> FitResult:
+    """``rates``, when given, receives the first parameter group's learning rate at every optimizer step."""
     import importlib
 
     prepared = importlib.import_module(f"training.families.{family}").prepare(texts, hp, tmp_path / "artifact")
+    task = prepared.task
+    if rates is not None:
+
+        def build_optimizers(*args: object) -> list[torch.optim.Optimizer]:
+            optimizers = prepared.task.build_optimizers(*args)  # type: ignore[arg-type]
+            optimizers[0].register_step_pre_hook(lambda opt, *_: rates.append(opt.param_groups[0]["lr"]))
+            return optimizers
+
+        task = replace(task, build_optimizers=build_optimizers)
 
     def on_epoch_end(record: object) -> None:
         if stop_after is not None and record.epoch == stop_after:  # type: ignore[attr-defined]
             raise Interrupted
 
     return fit(
-        prepared.task,
+        task,
         hp,
         texts.labels,
         dataset_fingerprint="fingerprint",
@@ -206,3 +224,92 @@ def test_two_processes_match_one_with_the_same_global_batch(
     assert worst < 1e-4, worst
     assert json.loads((two / "metrics.json").read_text())["training"]["world_size"] == 2
     assert json.loads((one / "metrics.json").read_text())["training"]["world_size"] == 1
+
+
+def test_warm_up_rises_linearly_from_the_first_step() -> None:
+    assert [learning_rate_factor(step, 100, 4, "linear") for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_linear_decay_reaches_zero_after_the_last_step() -> None:
+    factors = [learning_rate_factor(step, 10, 0, "linear") for step in range(10)]
+    assert factors[0] == 1.0 and factors[-1] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(factors, factors[1:], strict=False))
+
+
+def test_cosine_decay_is_half_way_at_the_middle() -> None:
+    assert learning_rate_factor(7, 12, 2, "cosine") == pytest.approx(0.5)
+
+
+def test_a_constant_schedule_keeps_the_rate_after_warm_up() -> None:
+    assert [learning_rate_factor(step, 10, 2, "constant") for step in (0, 2, 9)] == [0.5, 1.0, 1.0]
+
+
+def test_the_loop_sets_each_step_s_rate_from_the_schedule(
+    texts: LabelledTexts, tiny_base: Path, tmp_path: Path
+) -> None:
+    hp = _hyperparameters(
+        "bag", tiny_base, batch_size=32, learning_rate=1.0, warmup_fraction=0.25, lr_schedule="linear"
+    )
+    rates: list[float] = []
+    result = _fit("bag", texts, hp, None, tmp_path, keep_best=False, rates=rates)
+    total = 3 * (96 // 32)  # 3 epochs of 3 full batches
+    assert result.schedule == {"kind": "linear", "warmup_steps": 2, "total_steps": total}
+    assert rates == pytest.approx([learning_rate_factor(step, total, 2, "linear") for step in range(total)])
+
+
+def test_a_resumed_run_continues_the_schedule_where_it_stopped(
+    texts: LabelledTexts, tiny_base: Path, tmp_path: Path
+) -> None:
+    hp = _hyperparameters("bag", tiny_base, batch_size=32, warmup_fraction=0.3, lr_schedule="cosine")
+    straight_rates: list[float] = []
+    straight = _fit("bag", texts, hp, tmp_path / "a", tmp_path, rates=straight_rates)
+    first: list[float] = []
+    with pytest.raises(Interrupted):
+        _fit("bag", texts, hp, tmp_path / "b", tmp_path, stop_after=1, rates=first)
+    second: list[float] = []
+    resumed = _fit("bag", texts, hp, tmp_path / "b", tmp_path, rates=second)
+    assert first + second == straight_rates
+    assert _same_weights(straight, resumed)
+
+
+def test_the_transformer_family_warms_up_and_decays_by_default() -> None:
+    hp = Hyperparameters(model_family="transformer")
+    assert (hp.warmup_fraction, hp.lr_schedule) == (0.1, "linear")
+    assert (Hyperparameters().warmup_fraction, Hyperparameters().lr_schedule) == (0.0, "constant")
+
+
+def test_an_unknown_schedule_is_refused_naming_the_choices() -> None:
+    with pytest.raises(
+        ConfigError, match=r"lr_schedule should be one of \['constant', 'linear', 'cosine'\] \(got: 'step'\)"
+    ):
+        Hyperparameters(lr_schedule="step")
+
+
+def test_balanced_weights_make_each_label_weigh_alike() -> None:
+    weights = balanced_class_weights([0, 0, 0, 1], 2)
+    assert weights == pytest.approx([4 / 6, 2.0])
+    assert weights[0] * 3 == pytest.approx(weights[1] * 1)
+
+
+def test_a_label_without_training_rows_gets_no_weight() -> None:
+    assert balanced_class_weights([0, 0, 2], 3)[1] == 0.0
+
+
+def test_the_weighted_loss_counts_a_rare_label_s_error_more() -> None:
+    logits = torch.tensor([[2.0, 0.0], [2.0, 0.0]])  # both rows say label 0
+    weighted = weighted_cross_entropy([1.0, 3.0])
+    plain = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
+    assert float(weighted(logits, torch.tensor([0, 1]))) > float(plain)
+    assert float(weighted(logits, torch.tensor([0, 0]))) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0])))
+    )
+
+
+def test_class_weighting_with_a_teacher_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"class_weighting should be none with a teacher_version"):
+        Hyperparameters(class_weighting="balanced", teacher_version="v-000001")
+
+
+def test_an_unknown_class_weighting_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"class_weighting should be one of \['none', 'balanced'\] \(got: 'auto'\)"):
+        Hyperparameters(class_weighting="auto")

@@ -88,3 +88,28 @@ def test_served_scores_are_temperature_scaled_with_t_from_the_validation_split(m
     assert (calibration["fitted_on"], calibration["fitted_rows"]) == ("validation split", metrics["validation"]["rows"])
     assert calibration["measured_on"] == "eval split"  # test.csv: T never saw it
     assert 0.0 <= calibration["ece"] <= 1.0 and 0.0 <= calibration["ece_before"] <= 1.0
+
+
+def test_the_learning_rate_schedule_run_is_recorded(metrics: dict) -> None:
+    schedule = metrics["training"]["lr_schedule"]
+    assert schedule["kind"] == "constant" and schedule["warmup_steps"] == 0
+    assert schedule["total_steps"] == metrics["training"]["epochs"] * (
+        metrics["training"]["rows"] // metrics["training"]["batch_size"]
+    )
+    assert metrics["training"]["class_weights"] is None
+
+
+def test_balanced_class_weighting_weighs_the_rare_label_up_and_says_so(sms_spam: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from skiff.data.dataset import split_dataset
+    from tests.conftest import SMALL_HYPERPARAMETERS
+    from training.pipeline import TrainingData, build_artifact
+
+    train, evaluation = split_dataset(read_csv(sms_spam / "test.csv"), 0.2)
+    hp = replace(SMALL_HYPERPARAMETERS, class_weighting="balanced", epochs=1)
+    recorded = build_artifact(TrainingData(train, evaluation, "hashed-split"), hp, tmp_path / "model")
+    weights = recorded["training"]["class_weights"]
+    counts = recorded["training"]["label_counts"]
+    assert weights["spam"] > 1.0 > weights["ham"]
+    assert weights["spam"] * counts["spam"] == pytest.approx(weights["ham"] * counts["ham"])
