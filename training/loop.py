@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,8 @@ class FitResult:
     stopped_early: bool = False
     schedule: dict[str, Any] = field(default_factory=dict)
     """The learning-rate schedule as run: its kind, warm-up steps and total optimizer steps."""
+    class_weights: list[float] | None = None
+    """Per label, what its rows weigh in the loss (None: every row alike)."""
 
     @property
     def samples_per_second(self) -> float:
@@ -192,6 +194,11 @@ def fit(
             find_unused_parameters=getattr(model, "ddp_find_unused_parameters", False),
         )
     optimizers = task.build_optimizers(model, plan.learning_rate, device)
+    class_weights = None
+    if hp.class_weighting == "balanced":
+        class_weights = balanced_class_weights(task.train_targets.tolist(), len(labels))
+        task = replace(task, loss=weighted_cross_entropy(class_weights))
+        log.info("class weights: %s", ", ".join(f"{n} {w:.3f}" for n, w in zip(labels, class_weights, strict=True)))
     # Each parameter group's own rate is its base (the bag's bias steps at a share of the rows');
     # the schedule sets every step's rate from the step's number alone, so a resumed run
     # continues the curve without saving any scheduler state.
@@ -213,6 +220,7 @@ def fit(
         threads=threads,
         is_writer=world.is_writer,
         schedule={"kind": schedule, "warmup_steps": warmup_steps, "total_steps": total_steps},
+        class_weights=class_weights,
     )
     # What a checkpoint must share with this run to be resumed from.
     identity = {

@@ -28,7 +28,7 @@ from training.calibration import calibrated_softmax_of, calibration_report, cros
 from training.distillation import Teacher
 from training.export import batch1_latency_ms, export_onnx, onnx_probabilities, parity, quantize_int8
 from training.families import LabelledTexts
-from training.loop import EpochRecord, balanced_class_weights, fit, weighted_cross_entropy
+from training.loop import EpochRecord, fit
 from training.report import write_report
 
 log = logging.getLogger(__name__)
@@ -195,9 +195,6 @@ def build_artifact(
         train_texts, hard, split.validation.texts, torch.as_tensor(validation_y, dtype=torch.long), labels
     )
     family = importlib.import_module(f"training.families.{hp.model_family}").prepare(texts, hp, model_dir)
-    class_weights = balanced_class_weights(train_y, len(labels)) if hp.class_weighting == "balanced" else None
-    if class_weights is not None:
-        family = replace(family, task=replace(family.task, loss=weighted_cross_entropy(class_weights)))
     if distilled is not None:
         family = replace(
             family,
@@ -274,7 +271,7 @@ def build_artifact(
             "batch_size": result.batch_size,
             "learning_rate": result.learning_rate,
             "lr_schedule": result.schedule,
-            "class_weights": dict(zip(labels, class_weights, strict=True)) if class_weights else None,
+            "class_weights": dict(zip(labels, result.class_weights, strict=True)) if result.class_weights else None,
             "threads": result.threads,
             "padding_share": result.padding_share,
             "world_size": result.world_size,
