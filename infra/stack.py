@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from infra.serving import Serving, ServingArgs, canary_decisions, inference_foll
 from infra.settings import StackSettings
 from infra.storage import Storage, StorageArgs
 from skiff.packaging.bundle import ROOT, build_all, build_endpoint_code, build_training_source
+from skiff.serve.lambda_alias import deployment_event
 
 
 @dataclass
@@ -112,6 +114,17 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
     serving = Serving(
         "serving",
         ServingArgs(s, platform, storage.artifacts_bucket, followers, notifications, region, account_id),
+    )
+    # A published version freezes the code and settings the inference function had when it was
+    # published, so after this deployment changed them production would go on serving the old
+    # ones: the completion function publishes it again (skiff.serve.lambda_alias). Invoked once
+    # per change of the function (its last modification moves whenever Pulumi updates it).
+    aws.lambda_.Invocation(
+        "republish-production",
+        function_name=retraining.completion.function.name,
+        input=json.dumps(deployment_event(s.prefix)),
+        triggers={"inference_modified": serving.inference.function.last_modified},
+        opts=pulumi.ResourceOptions(depends_on=[retraining, serving]),
     )
     monitoring = Monitoring(
         "monitoring",

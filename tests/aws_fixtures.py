@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from collections.abc import Iterator
 
 import pytest
@@ -73,3 +76,29 @@ def subscriber(aws: None, monkeypatch: pytest.MonkeyPatch) -> Subscriber:
     monkeypatch.setenv("SKIFF_NOTIFICATIONS_TOPIC_ARN", found.topic_arn)
     monkeypatch.setenv("SKIFF_STACK", "skiff-test")
     return found
+
+
+def function_code(handler_source: str = "") -> bytes:
+    """A zip holding the inference handler's module (moto stores code; it never runs it here)."""
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("functions/inference/handler.py", handler_source)
+    return code.getvalue()
+
+
+def create_inference_function(name: str, table: str) -> None:
+    """The inference function as the stack creates it, with its alias ``live`` on $LATEST."""
+    import boto3
+
+    trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}]}
+    role = boto3.client("iam").create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument=json.dumps(trust))
+    functions = boto3.client("lambda")
+    functions.create_function(
+        FunctionName=name,
+        Role=role["Role"]["Arn"],
+        Runtime="python3.12",
+        Handler="functions.inference.handler.lambda_handler",
+        Code={"ZipFile": function_code()},
+        Environment={"Variables": {"SKIFF_REGISTRY_TABLE": table}},
+    )
+    functions.create_alias(FunctionName=name, Name="live", FunctionVersion="$LATEST")

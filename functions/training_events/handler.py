@@ -17,7 +17,7 @@ from skiff.notify import Notifier, notifier_from_env
 from skiff.retrain.completion import CompletionSettings, TrainingCompletion
 from skiff.serve.canary import CANARY_DUE, CanaryScheduler, canary_scheduler_from_env
 from skiff.serve.gpu_endpoint import ENDPOINT_EVENT, endpoint_from_env, endpoint_state_changed
-from skiff.serve.lambda_alias import PRODUCTION_CHANGED, alias_from_env, follow_alias
+from skiff.serve.lambda_alias import DEPLOYMENT_REASON, PRODUCTION_CHANGED, alias_from_env, follow_alias
 
 logger = Logger(service="skiff-training-events")
 metrics = Metrics(namespace="Skiff", service="training-events")
@@ -31,14 +31,20 @@ def completion() -> TrainingCompletion:
     )
 
 
-def production_changed() -> dict[str, Any]:
-    """Finish moving the alias to production (waiting as long as this function may)."""
+def production_changed(detail: dict[str, Any]) -> dict[str, Any]:
+    """Finish moving the alias to production (waiting as long as this function may).
+
+    After a deployment (the stack invokes this function synchronously, from ``pulumi up``):
+    publish production again with the code just deployed, waiting only as long as a follower
+    does, and announce the rest of the move rather than hold the deployment for minutes."""
     done = completion()
-    outcome = follow_alias(done.registry, done.inference_alias, done.settings.alias_wait_seconds, announce=False)
+    deployed = detail.get("reason") == DEPLOYMENT_REASON
+    wait = None if deployed else done.settings.alias_wait_seconds
+    outcome = follow_alias(done.registry, done.inference_alias, wait, announce=deployed)
     if outcome is None:
         return {"state": "ignored", "reason": "this stack serves no published versions"}
     logger.info("alias: %s", outcome.state, extra={"model_version": outcome.model_version, "reason": outcome.reason})
-    if not outcome.done:
+    if not outcome.done and not deployed:
         # Raising makes EventBridge retry (then the dead-letter queue keeps the event).
         raise RuntimeError(f"alias did not reach production {outcome.model_version}: {outcome.reason}")
     return {**vars(outcome), "deleted": list(outcome.deleted)}
@@ -93,7 +99,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if parsed.detail_type == ENDPOINT_EVENT:
         return endpoint_event(parsed.detail)
     if parsed.detail_type == PRODUCTION_CHANGED:
-        return production_changed()
+        return production_changed(parsed.detail)
     if parsed.detail_type == CANARY_DUE:
         return canary_due(parsed.detail)
     detail = parsed.detail

@@ -13,6 +13,14 @@ answers with that version; a new description does not count), so publishing sets
 with a fresh token, on ``$LATEST`` first. ``$LATEST`` itself never counts as bound (the handler ignores the variable
 there): it follows the registry, as the alias's first target before any model is published.
 
+A published version also freezes the code and settings ``$LATEST`` had when it was published.
+After a ``pulumi up`` that changed them (new handler code or layer, memory, timeout), the
+version production is recorded with would keep serving the old ones; so a recorded version is
+reused only while its code and deployed configuration still equal ``$LATEST``'s
+(:func:`deployment`), and the stack invokes the completion function once after each such
+deployment (:func:`deployment_event`, an ``aws.lambda_.Invocation`` in infra/stack.py) to
+publish production again and move the alias.
+
 The registry stays the record. Whoever changes production (the quality gate, the registry API,
 the alarm rollback) then calls :meth:`InferenceAlias.follow`: it publishes production's version
 if it has none, waits for it to become active (SnapStart takes minutes to snapshot), moves the
@@ -49,6 +57,10 @@ LATEST = "$LATEST"
 DESCRIPTION_PREFIX = "skiff model "
 EVENT_SOURCE = "skiff.registry"
 PRODUCTION_CHANGED = "Skiff Production Changed"
+DEPLOYMENT_REASON = "deployment"  # the reason deployment_event gives
+# What a published version copies from $LATEST and a deployment may change (besides the
+# environment, compared without the variables publishing itself sets).
+_DEPLOYED_FIELDS = ("CodeSha256", "Runtime", "Handler", "MemorySize", "Timeout", "Architectures", "Role")
 MAX_ATTEMPTS = 20
 # Lambda's answers while another change to the function is in progress, or when a revision
 # id no longer matches: someone else changed it first, so read again and retry.
@@ -115,17 +127,23 @@ class InferenceAlias:
         self._clock, self._sleep = clock, sleep
 
     # ---- published versions ------------------------------------------------------------------
-    def bound_version(self, function_version: str) -> str | None:
-        """The model version a published function version serves (None: unbound, or gone)."""
+    def _configuration(self, function_version: str) -> dict[str, Any] | None:
+        """A version's configuration (None: it does not exist, or no longer)."""
         try:
-            config = self.functions.get_function_configuration(
+            return self.functions.get_function_configuration(
                 FunctionName=self.settings.function_name, Qualifier=function_version
             )
         except ClientError as exc:
             if _code(exc) == "ResourceNotFoundException":
                 return None
             raise
-        return _variables(config).get(MODEL_VERSION_VARIABLE) if function_version != LATEST else None
+
+    def bound_version(self, function_version: str) -> str | None:
+        """The model version a published function version serves (None: unbound, or gone)."""
+        config = self._configuration(function_version)
+        if config is None or function_version == LATEST:
+            return None
+        return _variables(config).get(MODEL_VERSION_VARIABLE)
 
     def publish(self, model_version: str) -> str:
         """A new published version of the function bound to ``model_version``; its number.
@@ -160,10 +178,23 @@ class InferenceAlias:
             # Another publisher's change came between ours and the publication: try again.
         raise ConflictError(f"expected to publish {name} for model {model_version} (got: constant concurrent changes)")
 
+    def serves_as_deployed(self, function_version: str, model_version: str) -> bool:
+        """Whether published ``function_version`` still exists, is bound to ``model_version``
+        and carries the code and configuration ``$LATEST`` has now (none deployed since)."""
+        config = self._configuration(function_version)
+        if config is None or function_version == LATEST:
+            return False
+        if _variables(config).get(MODEL_VERSION_VARIABLE) != model_version:
+            return False
+        if deployment(config) != deployment(self._settled(self.settings.function_name)):
+            log.info("published version %s predates the deployed function: publishing again", function_version)
+            return False
+        return True
+
     def published_for(self, model: ModelVersion, registry: Registry) -> str:
-        """``model``'s published function version: the recorded one while it still exists and
-        is bound to it, else a new one (recorded on the version)."""
-        if model.function_version and self.bound_version(model.function_version) == model.version:
+        """``model``'s published function version: the recorded one while it still exists, is
+        bound to it and is as deployed, else a new one (recorded on the version)."""
+        if model.function_version and self.serves_as_deployed(model.function_version, model.version):
             return model.function_version
         function_version = self.publish(model.version)
         registry.record_function_version(model.version, function_version)
@@ -308,6 +339,19 @@ def _carries(config: Mapping[str, Any], variables: Mapping[str, str]) -> bool:
     return all(found.get(name) == value for name, value in variables.items())
 
 
+def deployment(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a function configuration says of its deployment: code, runtime settings, layers and
+    environment, less the variables publishing sets (see the module's text)."""
+    found = {name: config.get(name) for name in _DEPLOYED_FIELDS}
+    found["Layers"] = sorted(str(layer.get("Arn")) for layer in config.get("Layers") or [])
+    found["Environment"] = {
+        name: value
+        for name, value in _variables(config).items()
+        if name not in (MODEL_VERSION_VARIABLE, PUBLICATION_VARIABLE)
+    }
+    return found
+
+
 def _revision(config: Mapping[str, Any]) -> dict[str, str]:
     """Guard a write with the revision id just read (moto returns none for functions)."""
     return {"RevisionId": config["RevisionId"]} if config.get("RevisionId") else {}
@@ -319,6 +363,23 @@ def production_changed_entry(stack: str, version: str | None, reason: str) -> di
         "Source": EVENT_SOURCE,
         "DetailType": PRODUCTION_CHANGED,
         "Detail": json.dumps({"stack": stack, "version": version, "reason": reason}),
+    }
+
+
+def deployment_event(stack: str) -> dict[str, Any]:
+    """What the stack hands the completion function after a deployment changed the inference
+    function: an EventBridge event of the same kind as a waiting follower's, so the same code
+    publishes production again (the code and settings just deployed) and moves the alias."""
+    return {
+        "version": "0",
+        "id": "skiff-deployment",
+        "source": EVENT_SOURCE,
+        "detail-type": PRODUCTION_CHANGED,
+        "account": "",
+        "time": "1970-01-01T00:00:00Z",
+        "region": "",
+        "resources": [],
+        "detail": {"stack": stack, "version": None, "reason": DEPLOYMENT_REASON},
     }
 
 

@@ -20,7 +20,7 @@ from skiff.local.sagemaker import run_described_job
 from skiff.registry.artifacts import parse_s3_uri
 from skiff.registry.table import FAILED, REJECTED, Registry, create_table
 from skiff.retrain.launch import TRAINING_LOG_GROUP, decode_sagemaker_hyperparameters
-from tests.aws_fixtures import Subscriber
+from tests.aws_fixtures import Subscriber, create_inference_function, function_code
 from tests.events import sqs_s3_event, training_state_event
 from tests.functions.test_inference import Context
 
@@ -541,3 +541,44 @@ def test_another_stacks_job_is_ignored(retraining: Retraining) -> None:
 def test_in_progress_events_are_ignored(retraining: Retraining) -> None:
     outcome = retraining.complete({"TrainingJobName": f"{PREFIX}-ds-000001", "TrainingJobStatus": "InProgress"})
     assert outcome["status"] == "ignored"
+
+
+def test_after_a_deployment_the_completion_function_publishes_production_again_with_the_new_code(
+    retraining: Retraining, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the stack's post-deployment invocation (infra/stack.py) sets off: production, published
+    before `pulumi up` changed the inference function's code, is published again and served."""
+    from skiff.serve.lambda_alias import deployment_event
+
+    inference = f"{PREFIX}-inference"
+    create_inference_function(inference, TABLE)
+    monkeypatch.setenv("SKIFF_INFERENCE_FUNCTION", inference)
+    training_events.completion.cache_clear()
+    version = retraining.registry.register(
+        artifact_uri=f"s3://{ARTIFACTS}/models/x/", manifest_sha256="ab" * 32, metrics={}, lineage={}
+    ).version
+    retraining.registry.promote(version, "test")
+    before = training_events.lambda_handler(deployment_event(PREFIX), Context())
+    functions = boto3.client("lambda")
+    functions.update_function_code(FunctionName=inference, ZipFile=function_code("# the new handler\n"))
+    after = training_events.lambda_handler(deployment_event(PREFIX), Context())
+    assert (before["state"], after["state"]) == ("moved", "moved")
+    assert after["function_version"] != before["function_version"]
+    alias = functions.get_alias(FunctionName=inference, Name="live")
+    assert alias["FunctionVersion"] == after["function_version"]
+    served = functions.get_function_configuration(FunctionName=inference, Qualifier=alias["FunctionVersion"])
+    assert served["CodeSha256"] == functions.get_function_configuration(FunctionName=inference)["CodeSha256"]
+
+
+def test_a_deployment_before_any_model_leaves_the_alias_alone(
+    retraining: Retraining, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skiff.serve.lambda_alias import deployment_event
+
+    inference = f"{PREFIX}-inference"
+    create_inference_function(inference, TABLE)
+    monkeypatch.setenv("SKIFF_INFERENCE_FUNCTION", inference)
+    training_events.completion.cache_clear()
+    outcome = training_events.lambda_handler(deployment_event(PREFIX), Context())
+    assert outcome["state"] == "none"
+    assert boto3.client("lambda").get_alias(FunctionName=inference, Name="live")["FunctionVersion"] == "$LATEST"

@@ -49,6 +49,7 @@ class Mocks(pulumi.runtime.Mocks):
             outputs.update(
                 arn=_arn("lambda", f"function:{physical}"),
                 version="1",
+                lastModified="2026-12-03T10:00:00.000+0000",
                 invokeArn=f"arn:aws:apigateway:{REGION}:lambda:path/functions/{physical}/invocations",
             )
         elif args.typ == "aws:lambda/alias:Alias":

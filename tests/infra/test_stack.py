@@ -608,6 +608,17 @@ def test_a_production_change_that_must_wait_reaches_the_completion_function(stac
     assert "deadLetterConfig" in target.inputs
 
 
+def test_each_deployment_that_changes_the_inference_function_has_production_published_again(
+    stack: Deployed,
+) -> None:
+    from skiff.serve.lambda_alias import deployment_event
+
+    invocation = stack.one("aws:lambda/invocation:Invocation")
+    assert invocation.inputs["functionName"] == function(stack, "training-events").outputs["name"]
+    assert json.loads(invocation.inputs["input"]) == deployment_event("skiff-test")
+    assert invocation.inputs["triggers"] == {"inference_modified": function(stack, "inference").outputs["lastModified"]}
+
+
 # ---- monitoring -------------------------------------------------------------------------
 
 

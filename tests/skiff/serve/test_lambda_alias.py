@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from typing import Any
 
 import boto3
@@ -13,6 +11,7 @@ from botocore.stub import Stubber
 
 from skiff.registry.table import Registry, create_table
 from skiff.serve.lambda_alias import (
+    DEPLOYMENT_REASON,
     LATEST,
     MODEL_VERSION_VARIABLE,
     PRODUCTION_CHANGED,
@@ -21,9 +20,11 @@ from skiff.serve.lambda_alias import (
     AliasSettings,
     InferenceAlias,
     bound_model_version,
+    deployment_event,
     follow_alias,
     production_changed_pattern,
 )
+from tests.aws_fixtures import create_inference_function, function_code
 
 TABLE, FUNCTION = "skiff-registry-test", "skiff-test-inference"
 
@@ -36,21 +37,7 @@ def registry(aws: None) -> Registry:
 
 @pytest.fixture
 def alias(aws: None) -> InferenceAlias:
-    trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}]}
-    role = boto3.client("iam").create_role(RoleName="inference", AssumeRolePolicyDocument=json.dumps(trust))
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("functions/inference/handler.py", "")
-    functions = boto3.client("lambda")
-    functions.create_function(
-        FunctionName=FUNCTION,
-        Role=role["Role"]["Arn"],
-        Runtime="python3.12",
-        Handler="functions.inference.handler.lambda_handler",
-        Code={"ZipFile": code.getvalue()},
-        Environment={"Variables": {"SKIFF_REGISTRY_TABLE": TABLE}},
-    )
-    functions.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=LATEST)
+    create_inference_function(FUNCTION, TABLE)
     return InferenceAlias(AliasSettings(FUNCTION, "live", wait_seconds=1), sleep=lambda _: None)
 
 
@@ -252,3 +239,62 @@ def test_a_canary_takes_its_share_through_the_alias_and_leaves_it_when_aborted(
     registry.abort_canary("test")
     alias.follow(registry)
     assert alias.routing()[:2] == (production, {})
+
+
+def deploy(**changes: Any) -> None:
+    """What a `pulumi up` does to $LATEST: new handler code, or new settings with Pulumi's
+    environment (which never holds the variables publishing sets)."""
+    functions = boto3.client("lambda")
+    if "code" in changes:
+        functions.update_function_code(FunctionName=FUNCTION, ZipFile=function_code(changes.pop("code")))
+    if changes:
+        functions.update_function_configuration(
+            FunctionName=FUNCTION, Environment={"Variables": {"SKIFF_REGISTRY_TABLE": TABLE}}, **changes
+        )
+
+
+def test_after_new_code_is_deployed_production_is_published_again_with_it(
+    alias: InferenceAlias, registry: Registry
+) -> None:
+    version = promoted(registry)
+    before = alias.follow(registry).function_version
+    deploy(code="# the new handler\n")
+    outcome = alias.follow(registry)
+    assert outcome.state == "moved" and outcome.function_version != before
+    functions = boto3.client("lambda")
+    latest = functions.get_function_configuration(FunctionName=FUNCTION)["CodeSha256"]
+    published_code = functions.get_function_configuration(FunctionName=FUNCTION, Qualifier=outcome.function_version)
+    assert published_code["CodeSha256"] == latest
+    assert environment_of(outcome.function_version)[MODEL_VERSION_VARIABLE] == version
+    assert registry.get(version).function_version == outcome.function_version
+
+
+def test_after_a_settings_change_is_deployed_production_is_published_again_with_it(
+    alias: InferenceAlias, registry: Registry
+) -> None:
+    promoted(registry)
+    before = alias.follow(registry).function_version
+    deploy(MemorySize=512)
+    outcome = alias.follow(registry)
+    assert outcome.state == "moved" and outcome.function_version != before
+    config = boto3.client("lambda").get_function_configuration(
+        FunctionName=FUNCTION, Qualifier=outcome.function_version
+    )
+    assert config["MemorySize"] == 512
+
+
+def test_a_deployment_that_changed_nothing_of_the_function_keeps_the_published_version(
+    alias: InferenceAlias, registry: Registry
+) -> None:
+    promoted(registry)
+    before = alias.follow(registry).function_version
+    deploy(Timeout=3)  # moto's default: Pulumi rewrote the environment, nothing else changed
+    assert alias.follow(registry) == AliasOutcome("unchanged", registry.production_state()[0], before)
+
+
+def test_the_deployment_event_is_an_eventbridge_event_of_the_followers_kind() -> None:
+    from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+
+    event = EventBridgeEvent(deployment_event("skiff-test"))
+    assert (event.source, event.detail_type) == ("skiff.registry", PRODUCTION_CHANGED)
+    assert event.detail == {"stack": "skiff-test", "version": None, "reason": DEPLOYMENT_REASON}
