@@ -97,6 +97,7 @@ def sklearn_peer(kind: str, train_texts: list[str], train_labels: list[str]) -> 
 
 SKIFF_VARIANTS = {
     "Skiff bag (default), int8": {},
+    "Skiff bag, class_weighting=none (the previous default), int8": {"class_weighting": "none"},
     "Skiff bag, prune_rows=auto, int8": {"prune_rows": "auto"},
     "Skiff bag, embedding head, char 3-4 (the old default's shape), int8": {
         "bag_head": "embedding",

@@ -92,11 +92,18 @@ def balanced_class_weights(targets: Sequence[int], num_labels: int) -> list[floa
 
 
 def weighted_cross_entropy(weights: Sequence[float]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy with a weight per label, on whatever device the logits are."""
+    """Cross-entropy with a weight per label, averaged over the batch's rows, on whatever device
+    the logits are.
+
+    Not torch's ``weight=`` mean, which divides by the batch's sum of weights: that sum differs
+    from one slice of a batch to another, so two processes' losses (whose gradients DDP
+    averages) or accumulated micro-batches would not add up to the whole batch's. Over the
+    training rows balanced weights average 1, so the step keeps its unweighted size."""
     table = torch.tensor(list(weights), dtype=torch.float32)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits.float(), targets, weight=table.to(logits.device))
+        per_row = nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+        return (per_row * table.to(logits.device)[targets]).mean()
 
     return loss
 

@@ -305,6 +305,32 @@ def test_the_weighted_loss_counts_a_rare_label_s_error_more() -> None:
     )
 
 
+def test_the_linear_bag_weighs_classes_balanced_by_default_and_the_others_do_not() -> None:
+    assert Hyperparameters().class_weighting == "balanced"
+    assert Hyperparameters(bag_head="embedding").class_weighting == "none"
+    assert Hyperparameters(model_family="transformer").class_weighting == "none"
+
+
+def test_a_student_of_a_teacher_weighs_no_class_by_default() -> None:
+    assert Hyperparameters(teacher_version="v-000001").class_weighting == "none"
+
+
+def test_class_weighting_none_read_from_strings_is_the_value_not_the_default() -> None:
+    assert Hyperparameters.from_strings({"class_weighting": "none"}).class_weighting == "none"
+    assert Hyperparameters.from_strings({"class_weighting": "null"}).class_weighting == "balanced"
+    hp = Hyperparameters(class_weighting="none")
+    assert Hyperparameters.from_strings(hp.to_strings()) == hp
+
+
+def test_the_weighted_loss_of_a_batch_is_the_mean_of_its_halves_losses() -> None:
+    """What DDP (each process half the batch, gradients averaged) and accumulation rely on."""
+    generator = torch.Generator().manual_seed(3)
+    logits, targets = torch.randn(8, 2, generator=generator), torch.tensor([0, 0, 0, 1, 0, 1, 1, 1])
+    weighted = weighted_cross_entropy([0.6, 3.0])
+    halves = (weighted(logits[:4], targets[:4]) + weighted(logits[4:], targets[4:])) / 2
+    assert float(weighted(logits, targets)) == pytest.approx(float(halves))
+
+
 def test_class_weighting_with_a_teacher_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"class_weighting should be none with a teacher_version"):
         Hyperparameters(class_weighting="balanced", teacher_version="v-000001")

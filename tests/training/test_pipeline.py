@@ -96,7 +96,12 @@ def test_the_learning_rate_schedule_run_is_recorded(metrics: dict) -> None:
     assert schedule["total_steps"] == metrics["training"]["epochs"] * (
         metrics["training"]["rows"] // metrics["training"]["batch_size"]
     )
-    assert metrics["training"]["class_weights"] is None
+
+
+def test_the_default_bag_weighs_spam_up_and_records_the_weights(metrics: dict) -> None:
+    weights, counts = metrics["training"]["class_weights"], metrics["training"]["label_counts"]
+    assert weights["spam"] > 1.0 > weights["ham"]  # sms-spam: 13 % spam
+    assert weights["spam"] * counts["spam"] == pytest.approx(weights["ham"] * counts["ham"])
 
 
 def test_balanced_class_weighting_weighs_the_rare_label_up_and_says_so(sms_spam: Path, tmp_path: Path) -> None:
