@@ -19,73 +19,56 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, SMS, machine  # noqa: E402
+from benchmarks.common import ROOT, SMS, LambdaPackages, machine  # noqa: E402
 
 CHILD = """
 import sys, time
-sys.path[:0] = sys.argv[1:4]
 import functions.inference.handler
 imported = time.time()
 from skiff.model.predictor import Predictor
-label = Predictor.from_directory(sys.argv[4]).predict(["Free entry! text WIN to 80086"])[0].label
+label = Predictor.from_directory(sys.argv[1]).predict(["Free entry! text WIN to 80086"])[0].label
 assert "torch" not in sys.modules
 print(imported, time.time(), label)
 """
 
 
-def unpack(report: object, into: Path) -> tuple[Path, Path]:
-    task, opt = into / "var-task", into / "opt"
-    zipfile.ZipFile(report.functions["inference"].path).extractall(task)  # type: ignore[attr-defined]
-    zipfile.ZipFile(report.layer.path).extractall(opt)  # type: ignore[attr-defined]
-    return task, opt / "python"
-
-
 def main() -> None:
     from skiff.local.container import run_training_container
     from skiff.model.hyperparameters import Hyperparameters
-    from skiff.packaging.bundle import build_all, compile_bytecode, lambda_python
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bytecode.json"))
     args = parser.parse_args()
-    python312 = lambda_python()
     work = Path(tempfile.mkdtemp(prefix="bench-bytecode-"))
     print("training the default model on sms-spam…", flush=True)
     run = run_training_container(
         work / "job", {"train": SMS / "train.csv", "test": SMS / "test.csv"}, Hyperparameters()
     )
     assert run.succeeded, run.failure_reason
-    runtime = work / "runtime"  # the Lambda runtime's own boto3, with its bytecode as on the image
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(runtime)]
-        + ["--python-version", "3.12", "--only-binary=:all:", "boto3"],
-        check=True,
-    )
-    compile_bytecode(runtime, "/var/runtime", python312)
     variants = {}
     for name, bytecode in (("with bytecode", True), ("without bytecode", False)):
         print(f"building the packages {name}…", flush=True)
-        report = build_all(work / name.replace(" ", "-"), "x86_64", functions=("inference",), bytecode=bytecode)
+        packages = LambdaPackages.build(work, bytecode=bytecode)
         variants[name] = {
-            "paths": unpack(report, work / ("unpacked-" + name.replace(" ", "-"))),
-            "zipped_mb": (report.layer.zipped_bytes + report.functions["inference"].zipped_bytes) / 1e6,
-            "unzipped_mb": (report.layer.unzipped_bytes + report.functions["inference"].unzipped_bytes) / 1e6,
+            "packages": packages,
+            "zipped_mb": packages.zipped_bytes / 1e6,
+            "unzipped_mb": packages.unzipped_bytes / 1e6,
             "import_s": [],
             "first_answer_s": [],
         }
     for _ in range(args.repeats):
         for variant in variants.values():  # alternating, so a machine slowing down hits both
-            task, layer = variant["paths"]
+            packages = variant["packages"]
             began = time.time()
             child = subprocess.run(
-                [python312, "-S", "-B", "-c", CHILD, str(task), str(layer), str(runtime), str(run.model_dir)],
+                packages.command(CHILD, str(run.model_dir)),
                 capture_output=True,
+                cwd=packages.root,
                 text=True,
                 env={"POWERTOOLS_METRICS_NAMESPACE": "Skiff", "PATH": "/usr/bin:/bin"},
             )
@@ -108,7 +91,7 @@ def main() -> None:
     with_, without = rows["with bytecode"], rows["without bytecode"]
     result = {
         "machine": machine(),
-        "python": python312,
+        "python": next(iter(variants.values()))["packages"].python,
         "repeats": args.repeats,
         "variants": rows,
         "speedup_first_answer": round(without["first_answer_median_s"] / with_["first_answer_median_s"], 2),

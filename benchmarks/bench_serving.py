@@ -6,7 +6,9 @@
 2. Starts a moto server, publishes the artifact to S3, registers and promotes it; the
    torch checkpoint goes to S3 too, so both contenders fetch their model the same way.
 3. Cold start: a fresh process handles its first API Gateway event (handler) / loads torch,
-   fetches the checkpoint and answers (torch), with peak RSS read inside each child.
+   fetches the checkpoint and answers (torch), with peak RSS read inside each child. The
+   handler runs twice: from this checkout's venv, and as Lambda runs it (the built x86_64
+   layer and function with their bytecode, the runtime's boto3, Python 3.12: LambdaPackages).
 4. Warm latency of the handler, in process: p50/p99 for 1 short text and for 32 texts.
 5. Lambda bundle sizes for x86_64 and arm64.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ROOT, SMS, fresh_process, machine  # noqa: E402
+from benchmarks.common import ROOT, SMS, LambdaPackages, fresh_process, machine  # noqa: E402
 
 EVENT = ROOT.parent / "shared" / "events" / "apigw-http-v2-post.json"
 SHORT_TEXT = "Free entry in a weekly competition to win FA Cup final tickets, text FA to 87121"
@@ -150,7 +152,9 @@ def main() -> None:
         registry.promote(version, "benchmark")
         s3.upload_file(str(weights), env["SKIFF_ARTIFACTS_BUCKET"], "torch/model.pt")
 
-        handler_runs, torch_runs = [], []
+        print("building the Lambda packages…", flush=True)
+        packages = LambdaPackages.build(work / "lambda")
+        handler_runs, torch_runs, lambda_runs = [], [], []
         for i in range(args.runs):
             cache = work / f"cache-{i}"  # an empty /tmp, as in a new container
             spawned, (answered, inner, peak, warm) = fresh_process(
@@ -161,6 +165,15 @@ def main() -> None:
                 TORCH_CHILD, env["SKIFF_ARTIFACTS_BUCKET"], f"models/{version}/", SHORT_TEXT, env=env
             )
             torch_runs.append((float(answered) - spawned, float(inner), int(peak) / 1024))
+            spawned, (answered, inner, peak, warm) = fresh_process(
+                HANDLER_CHILD,
+                str(EVENT),
+                SHORT_TEXT,
+                str(texts32),
+                env={**env, "SKIFF_MODEL_CACHE_DIR": str(work / f"lambda-cache-{i}")},
+                packages=packages,
+            )
+            lambda_runs.append((float(answered) - spawned, float(inner), int(peak) / 1024, json.loads(warm)))
 
     def summary(runs: list) -> dict[str, float]:
         return {
@@ -181,7 +194,11 @@ def main() -> None:
             "inference_total_zipped_mb": (report.layer.zipped_bytes + inference.zipped_bytes) / 1e6,
         }
 
-    cold = {"handler_onnx_int8": summary(handler_runs), "torch": summary(torch_runs)}
+    cold = {
+        "handler_onnx_int8": summary(handler_runs),
+        "torch": summary(torch_runs),
+        "handler_lambda_packages": {**summary(lambda_runs), "python": packages.python},
+    }
     result = {
         "machine": machine(),
         "command": "python benchmarks/bench_serving.py",
@@ -191,8 +208,11 @@ def main() -> None:
             / cold["torch"]["wall_seconds_median"],
             "peak_rss_handler_over_torch": cold["handler_onnx_int8"]["peak_rss_mib_max"]
             / cold["torch"]["peak_rss_mib_max"],
+            "cold_start_lambda_packages_over_torch": cold["handler_lambda_packages"]["wall_seconds_median"]
+            / cold["torch"]["wall_seconds_median"],
         },
         "warm_handler_latency_us": handler_runs[0][3],
+        "warm_handler_latency_us_lambda_packages": lambda_runs[0][3],
         "bundles": bundles,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -143,8 +144,10 @@ def predict(request: PredictRequest) -> PredictResponse:
     answer = server(bound_model_version(function_environment(app.lambda_context))).predict(texts)
     metrics.add_metric(name="PredictLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - began) * 1000)
     metrics.add_metric(name="TextsPredicted", unit=MetricUnit.Count, value=len(texts))
-    for prediction in answer["predictions"]:
-        metrics.add_metric(name=f"Predicted_{prediction['label']}", unit=MetricUnit.Count, value=1)
+    # One value per label and request (a Count's Sum is the same as one 1 per text): a
+    # 64-text request would otherwise add 64 values, ~8 µs each in Powertools.
+    for label, count in Counter(p["label"] for p in answer["predictions"]).items():
+        metrics.add_metric(name=f"Predicted_{label}", unit=MetricUnit.Count, value=count)
     logger.append_keys(model_version=answer["model_version"])
     record_latency_of_version(answer["model_version"], (time.perf_counter() - began) * 1000)
     return PredictResponse.model_validate(answer)

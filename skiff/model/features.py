@@ -277,6 +277,84 @@ def poly64_ids(token_lists: Sequence[Sequence[str]], spec: HashedNgramSpec) -> P
     return PlacedIds(ids, np.concatenate(owners)[keep], column[keep], np.minimum(total, spec.max_features))
 
 
+TOKEN_CACHE_MAX_TEXTS = 1
+"""Requests of at most this many texts featurize through the token cache (see ``encode``)."""
+
+
+class _Poly64TokenCache:
+    """What a POLY64 featurization reuses from token to token, so that serving a text whose
+    words were all seen before costs dictionary lookups instead of numpy's fixed cost per call
+    (which, for one short text, is ~3× the model's own compute).
+
+    A text's ids are its word unigrams, then its word n-grams, then its tokens' character
+    n-grams (:func:`poly64_ids`): the unigram and the character n-grams of a token depend on the
+    token alone, and a word n-gram on its tokens' word hashes. So per token the cache keeps its
+    unigram id, its character n-gram ids and its word hash (misses are computed for all of a
+    batch's new tokens in one :func:`poly64_ids` call), and per word n-gram its id. Bounded:
+    past ``capacity`` entries a table starts over, so memory stays flat under any traffic.
+    """
+
+    def __init__(self, spec: HashedNgramSpec, capacity: int = 1 << 15) -> None:
+        # Each token as a text of its own: its unigram, then its character n-grams, untruncated.
+        self.alone = replace(spec, word_ngrams=1, max_features=1 << 62, kept_buckets_file=None)
+        self.spec, self.capacity = spec, capacity
+        self.tokens: dict[str, tuple[int, int, np.ndarray]] = {}  # unigram id, word hash, char ids
+        self.ngrams: dict[tuple[str, ...], int] = {}
+
+    def ids(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's ids one after the other, and each text's count (as ``PlacedIds.ragged``)."""
+        tokens = self._known([token for row in token_lists for token in row])
+        ngrams = self.ngrams if len(self.ngrams) < 2 * self.capacity else {}
+        self.ngrams = ngrams  # a reader holding the old table keeps it: no clear() under its feet
+        buckets, top, cap = self.spec.buckets, self.spec.word_ngrams, self.spec.max_features
+        parts: list[np.ndarray] = []  # per text: its word ids, then each token's character ids
+        counts = []
+        for row in token_lists:
+            known = [tokens[token] for token in row]
+            words = [unigram for unigram, _, _ in known]
+            for n in range(2, top + 1):
+                for key in zip(*(row[i:] for i in range(n)), strict=False):  # the n-grams that fit
+                    found = ngrams.get(key)
+                    if found is None:
+                        h = _polynomial([tokens[token][1] for token in key], _WORD_BASE)
+                        found = ngrams[key] = _splitmix64(h ^ (_WORD_SALT | n)) % buckets + 1
+                    words.append(found)
+            chars = [entry[2] for entry in known]
+            text = [np.array(words, dtype=np.int64), *chars]
+            count = len(words) + sum(map(len, chars))
+            if count > cap:  # rare (2,048 by default): cut this text alone
+                text, count = [np.concatenate(text)[:cap]], cap
+            parts.extend(text)
+            counts.append(count)
+        values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return values, np.array(counts, dtype=np.int64)
+
+    def _known(self, tokens: Sequence[str]) -> dict[str, tuple[int, int, np.ndarray]]:
+        """The cache entries of ``tokens``, computing the missing ones in one numpy call."""
+        table, distinct = self.tokens, dict.fromkeys(tokens)
+        missing = [token for token in distinct if token not in table]
+        if not missing:
+            return table
+        if len(table) + len(missing) > self.capacity:
+            table = self.tokens = {}  # a reader holding the old table keeps it
+            missing = list(distinct)
+        # The missing tokens as one text (numpy's cheapest call): its ids are their unigrams,
+        # then each one's character n-grams, token after token.
+        ids = poly64_ids([missing], self.alone).ids
+        unigrams, chars = ids[: len(missing)].tolist(), ids[len(missing) :]
+        ends = np.cumsum([self._char_count(len(token)) for token in missing]).tolist()
+        for token, unigram, start, end in zip(missing, unigrams, [0, *ends[:-1]], ends, strict=True):
+            table[token] = (unigram, _polynomial([ord(c) + 1 for c in token], _CHAR_BASE), chars[start:end])
+        return table
+
+    def _char_count(self, length: int) -> int:
+        """How many character n-grams a token of ``length`` has (``<token>``, each n that fits)."""
+        if self.spec.char_ngrams is None or length < 2:
+            return 0
+        low, high = self.spec.char_ngrams
+        return sum(max(0, length + 2 - n + 1) for n in range(low, high + 1))
+
+
 class Featurizer(Protocol):
     """Turns texts into the named input arrays of the exported ONNX model."""
 
@@ -431,6 +509,11 @@ class HashedNgramFeaturizer:
     """A pruned table's: applied to the padded ids after hashing (training hashes without it)."""
 
     input_names: tuple[str, ...] = ("token_ids",)
+    _tokens: _Poly64TokenCache | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.spec.hash == POLY64:
+            object.__setattr__(self, "_tokens", _Poly64TokenCache(self.spec))
 
     def features(self, text: str) -> list[str]:
         """The feature strings of one text, in a fixed order, before hashing."""
@@ -501,8 +584,15 @@ class HashedNgramFeaturizer:
         return out[: self.spec.max_features]
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        if self.spec.hash == POLY64:
-            ids = poly64_ids([tokenize(text, self.spec.normalization) for text in texts], self.spec).padded()
+        """The model's input for a request's texts. A one-text request under a POLY64 spec
+        reuses what earlier texts' tokens hashed to (:class:`_Poly64TokenCache`): 0.03 ms when
+        every token was seen before, instead of numpy's ~0.09 ms fixed cost, and ~0.02 ms more
+        when one was not (half of sms-spam's test texts, after all of train.csv). Several
+        texts share numpy's fixed cost, and there the cache's per-token Python costs more
+        (benchmarks/RESULTS.md, "Bag featurization per request"), so they hash afresh like
+        training's :meth:`ragged`. Tests hold both equal to it over the whole dev set."""
+        if self._tokens is not None and len(texts) <= TOKEN_CACHE_MAX_TEXTS:
+            ids = pad_ragged(*self._tokens.ids([tokenize(text, self.spec.normalization) for text in texts]))
         else:
             ids = pad_ragged(*self.ragged(texts))
         return {"token_ids": self.remap(ids) if self.remap is not None else ids}
@@ -518,6 +608,8 @@ class HashedNgramFeaturizer:
 def pad_ragged(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Right-pad ragged ids (``counts[i]`` values per row) with PADDING_ID into one int64 matrix
     (at least one column)."""
+    if len(counts) == 1 and counts[0] > 0:  # one request's one text: nothing to pad
+        return values.reshape(1, -1)
     width = int(counts.max()) if len(counts) and counts.max() > 0 else 1
     out = np.full((len(counts), width), PADDING_ID, dtype=np.int64)
     out[np.repeat(np.arange(len(counts)), counts), _ragged_arange(counts)] = values

@@ -311,6 +311,19 @@ def test_latency_is_recorded_per_model_version_apart_from_the_other_metrics(
     assert "model_version" not in by_schema[("service",)]  # error metrics, the alarm's among them, stay per service
 
 
+def test_predicted_labels_are_counted_once_per_label_and_request(
+    stack: Stack, small_artifact: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    stack.registry.promote(stack.publish(small_artifact), "test")
+    capsys.readouterr()
+    texts = ["my parcel is late", "where is my parcel", "refund please", "the app crashes"]
+    labels = [p["label"] for p in predict({"texts": texts})[1]["predictions"]]
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    counted = {k: v for r in records for k, v in r.items() if k.startswith("Predicted_")}
+    assert counted == {f"Predicted_{label}": [float(labels.count(label))] for label in set(labels)}
+
+
 # ---- published versions: a container bound to one model version ---------------------------
 
 

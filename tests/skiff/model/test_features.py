@@ -17,10 +17,12 @@ from skiff.model.features import (
     PADDING_ID,
     PLAIN,
     POLY64,
+    TOKEN_CACHE_MAX_TEXTS,
     BucketRemap,
     HashedNgramFeaturizer,
     HashedNgramSpec,
     featurizer_from_spec,
+    pad_ragged,
     tokenize,
 )
 
@@ -248,6 +250,35 @@ def test_a_texts_ids_do_not_depend_on_its_batch(name: str) -> None:
     for row, text in zip(matrix, batch, strict=True):
         alone = featurizer.encode([text])["token_ids"][0]
         assert row[row != PADDING_ID].tolist() == alone[alone != PADDING_ID].tolist() == featurizer.ids(text)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_served_ids_equal_training_ids_over_the_dev_set_with_a_cold_and_a_warm_token_cache(
+    name: str, sms_spam: Path
+) -> None:
+    """encode() reuses earlier tokens' hashes for small requests; ragged() (training) hashes
+    every text afresh. Batches of one text, of the cache's largest and of the API's largest."""
+    from skiff.data.dataset import read_csv
+
+    featurizer = HashedNgramFeaturizer(SPECS[name])
+    texts = [example.text for example in read_csv(sms_spam / "test.csv").examples] + TEXTS + ODD_TEXTS
+    batches = [texts[i : i + size] for size in (1, TOKEN_CACHE_MAX_TEXTS, 64) for i in range(0, len(texts), size)]
+    for _ in ("cold", "warm"):
+        for batch in batches:
+            assert featurizer.encode(batch)["token_ids"].tolist() == pad_ragged(*featurizer.ragged(batch)).tolist()
+
+
+def test_the_token_cache_starts_over_past_its_capacity_and_still_gives_the_same_ids(sms_spam: Path) -> None:
+    from skiff.data.dataset import read_csv
+    from skiff.model.features import _Poly64TokenCache
+
+    featurizer = HashedNgramFeaturizer()
+    small = _Poly64TokenCache(featurizer.spec, capacity=50)
+    object.__setattr__(featurizer, "_tokens", small)
+    texts = [example.text for example in read_csv(sms_spam / "test.csv").examples][:300]
+    for text in texts:
+        assert featurizer.encode([text])["token_ids"][0].tolist() == (featurizer.ids(text) or [PADDING_ID])
+        assert len(small.tokens) <= 50 + len(set(tokenize(text))) and len(small.ngrams) <= 2 * 50 + len(text)
 
 
 def test_poly64_bucket_names_kinds_and_lengths_apart() -> None:
