@@ -217,6 +217,7 @@ def main() -> None:
             results[name] = {**clean, **details[name], "accuracy_drop_points": robustness}
 
     command = f"python benchmarks/bench_quality.py --families {args.families} --threads {args.threads}"
+    command += f" --only {args.only!r}" if args.only else ""
     report = {"machine": machine(), "command": command, "results": results}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
