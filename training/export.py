@@ -27,19 +27,43 @@ from skiff.model.predictor import OUTPUT_NAME, session_options
 log = logging.getLogger(__name__)
 
 
-def export_onnx(exported: torch.nn.Module, path: Path, example: dict[str, np.ndarray]) -> None:
+TORCHSCRIPT, DYNAMO = "torchscript", "dynamo"
+ONNX_OPSET = 20
+"""The opset both exporters write (the dynamo exporter's own for torch 2.13)."""
+
+
+def export_onnx(exported: torch.nn.Module, path: Path, example: dict[str, np.ndarray], exporter: str = DYNAMO) -> None:
     """Export to one self-contained ONNX file; every input has a dynamic batch and length.
 
     ``exported`` answers probabilities; its forward takes the inputs named as in ``example``
-    (the featurizer's output), in that order.
+    (the featurizer's output), in that order. ``exporter``: ``dynamo`` (torch.export, what
+    transformers need) or ``torchscript``, the tracer torch has deprecated but still ships: for
+    a graph of a dozen plain operations it takes 0.1 s, where the dynamo exporter spent ~4 s
+    here (registering its op library, tracing and decomposing; benchmarks/RESULTS.md, "Bag
+    training time").
     """
-    batch = torch.export.Dim("batch", min=1)
-    length = torch.export.Dim("length", min=1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter is chatty about internals we do not use
+        warnings.simplefilter("ignore")  # the exporters are chatty about internals we do not use
+        inputs = tuple(torch.from_numpy(array) for array in example.values())
+        if exporter == TORCHSCRIPT:
+            torch.onnx.export(
+                exported.eval().cpu(),
+                inputs,
+                str(path),
+                input_names=list(example),
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={name: {0: "batch", 1: "length"} for name in example},
+                opset_version=ONNX_OPSET,
+                dynamo=False,
+            )
+            return
+        if exporter != DYNAMO:
+            raise ValueError(f"expected exporter {DYNAMO!r} or {TORCHSCRIPT!r} (got: {exporter!r})")
+        batch = torch.export.Dim("batch", min=1)
+        length = torch.export.Dim("length", min=1)
         torch.onnx.export(
             exported.eval().cpu(),
-            tuple(torch.from_numpy(array) for array in example.values()),
+            inputs,
             str(path),
             input_names=list(example),
             output_names=[OUTPUT_NAME],

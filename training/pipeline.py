@@ -219,7 +219,7 @@ def build_artifact(
     shipped = family.ship(result.model)
     featurizer = shipped.featurizer
     exportable, calibration = _calibrated(shipped.exportable, featurizer, split, hp)
-    export_onnx(exportable, fp32_path, featurizer.encode(data.evaluation.texts[:2]))
+    export_onnx(exportable, fp32_path, featurizer.encode(data.evaluation.texts[:2]), family.onnx_exporter)
     calibration_texts = split.train.texts[: family.quantization.calibration_texts]
     quantize_int8(fp32_path, int8_path, family.quantization, (featurizer.encode([t]) for t in calibration_texts))
     fp32_scores = onnx_probabilities(fp32_path, featurizer, data.evaluation.texts)
@@ -247,6 +247,7 @@ def build_artifact(
         },
         "parity": parity_report,
         "quantization": family.quantization.to_dict(),
+        "onnx_exporter": family.onnx_exporter,
         "compression": shipped.compression,
         "calibration": calibration,
         "latency": batch1_latency_ms(int8_path, featurizer, data.evaluation.texts),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -13,8 +15,10 @@ from skiff.data.dataset import read_csv, split_dataset
 from skiff.model.artifact import MODEL_FP32
 from skiff.model.features import PADDING_ID
 from skiff.model.hyperparameters import Hyperparameters
+from skiff.model.predictor import OUTPUT_NAME
 from training.batches import RaggedTokens
-from training.families.bag import BagOfNgrams, inverse_document_frequency
+from training.export import DYNAMO, TORCHSCRIPT, export_onnx
+from training.families.bag import BagOfNgrams, WithProbabilities, inverse_document_frequency
 from training.pipeline import TrainingData, build_artifact
 
 
@@ -77,3 +81,32 @@ def test_each_bag_head_learns_the_demo_data(head: str, demo_csv: Path, tmp_path:
     tables = [t for t in onnx.load(str(tmp_path / MODEL_FP32)).graph.initializer if len(t.dims) == 2]
     width = max(tables, key=lambda t: t.dims[0]).dims[1]
     assert width == (len(train.label_counts()) if head == "linear" else 16)
+
+
+@pytest.mark.parametrize("head", ["linear", "embedding"])
+def test_torchscript_and_dynamo_exports_of_the_bag_score_alike(head: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = BagOfNgrams(64, 8, 3, head=head, idf=torch.rand(65) * 4)
+    with torch.no_grad():
+        model.embedding.weight.normal_()
+    exportable = WithProbabilities(model)
+    ids = np.array([[5, 9, 9, 0, 0], [1, 2, 3, 4, 64], [7, 0, 0, 0, 0]], dtype=np.int64)
+    scores = {}
+    for exporter in (TORCHSCRIPT, DYNAMO):
+        export_onnx(exportable, tmp_path / f"{exporter}.onnx", {"token_ids": ids[:2, :3]}, exporter)
+        session = ort.InferenceSession(str(tmp_path / f"{exporter}.onnx"), providers=["CPUExecutionProvider"])
+        (scores[exporter],) = session.run([OUTPUT_NAME], {"token_ids": ids})  # other batch and length
+    with torch.no_grad():
+        expected = exportable(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(scores[TORCHSCRIPT], expected, atol=1e-6)
+    np.testing.assert_allclose(scores[DYNAMO], expected, atol=1e-6)
+
+
+def test_export_refuses_an_unknown_exporter(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected exporter 'dynamo' or 'torchscript' \\(got: 'jit'\\)"):
+        export_onnx(
+            WithProbabilities(BagOfNgrams(8, 2, 2)),
+            tmp_path / "m.onnx",
+            {"token_ids": np.ones((1, 2), np.int64)},
+            "jit",
+        )

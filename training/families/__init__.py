@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from skiff.model.features import Featurizer
-from training.export import QuantizationSettings
+from training.export import DYNAMO, QuantizationSettings
 from training.loop import TrainingTask
 
 
@@ -57,6 +57,8 @@ class Family:
     featurizer_files: tuple[str, ...] = ()
     """Files the featurizer reads from the artifact directory (listed in the manifest)."""
     quantization: QuantizationSettings = QuantizationSettings()
+    onnx_exporter: str = DYNAMO
+    """training.export's exporter for this family's graph."""
     compress: Callable[[nn.Module], Shipped] | None = None
     """Families that shrink the trained model before export (bag: table pruning) set this."""
 

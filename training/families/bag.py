@@ -25,7 +25,7 @@ from skiff.model.features import PADDING_ID, BucketRemap, HashedNgramFeaturizer
 from skiff.model.hyperparameters import Hyperparameters
 from training.batches import RaggedTokens
 from training.calibration import CalibratedSoftmax
-from training.export import QuantizationSettings
+from training.export import TORCHSCRIPT, QuantizationSettings
 from training.families import Family, LabelledTexts, Shipped
 from training.loop import TrainingTask, evaluate
 
@@ -101,8 +101,13 @@ class BagOfNgrams(nn.Module):
         return self.idf_codes.to(torch.float32) * self.idf_step
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        weights = self.idf_codes[token_ids].to(torch.float32) * self.idf_step  # padding's is 0
-        summed = (self.embedding(token_ids) * weights.unsqueeze(-1)).sum(dim=1)
+        # Written for onnxruntime's kernels (32 texts: 0.70 -> 0.33 ms): a flat index_select is
+        # one Gather (tensor indexing exported as a GatherND, 2× slower), and the weighted sum
+        # over a text's n-grams is one batched matrix product (a broadcast multiply and a sum
+        # over the label axis were 6× slower).
+        codes = self.idf_codes.index_select(0, token_ids.reshape(-1)).reshape(token_ids.shape)
+        weights = codes.to(torch.float32) * self.idf_step  # padding's is 0
+        summed = torch.bmm(weights.unsqueeze(1), self.embedding(token_ids)).squeeze(1)
         norm = torch.sqrt((weights * weights).sum(dim=1, keepdim=True)).clamp(min=1e-6)
         return self.classifier(summed / norm)
 
@@ -199,6 +204,7 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
         WithProbabilities,
         featurize_seconds,
         quantization=QUANTIZATION,
+        onnx_exporter=TORCHSCRIPT,  # a dozen plain operations: 0.1 s instead of ~4 s
         compress=lambda model: prune(model, task, hp, featurizer, model_dir),
     )
 
