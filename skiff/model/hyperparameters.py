@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from skiff.errors import ConfigError
 from skiff.model.features import HashedNgramSpec
@@ -55,6 +55,9 @@ FAMILY_DEFAULTS = {
         "class_weighting": "none",
     },
 }
+
+_RESOLVED_FIELDS = frozenset(name for defaults in FAMILY_DEFAULTS.values() for name in defaults)
+"""The fields that None resolves from FAMILY_DEFAULTS (class_weighting also from teacher_version)."""
 
 _VALUE_CHOICES = {"class_weighting": CLASS_WEIGHTINGS}
 """Optional fields for which the string "none" is a value, not "the family's default"."""
@@ -169,6 +172,9 @@ class Hyperparameters:
     distill_weight: float = 0.5
     distill_augment: int = 0
 
+    _resolved_fields: ClassVar[frozenset[str]] = frozenset()
+    """Set per instance in __post_init__: the fields it resolved (see with_changes)."""
+
     def __post_init__(self) -> None:
         if self.model_family not in MODEL_FAMILIES:
             raise ConfigError(f"model_family should be one of {list(MODEL_FAMILIES)} (got: {self.model_family!r})")
@@ -176,6 +182,8 @@ class Hyperparameters:
             raise ConfigError(f"calibration should be one of {list(CALIBRATIONS)} (got: {self.calibration!r})")
         if self.bag_head not in BAG_HEADS:
             raise ConfigError(f"bag_head should be one of {list(BAG_HEADS)} (got: {self.bag_head!r})")
+        resolved = {name for name in _RESOLVED_FIELDS if getattr(self, name) is None}
+        object.__setattr__(self, "_resolved_fields", frozenset(resolved))
         if self.teacher_version and self.class_weighting is None:
             object.__setattr__(self, "class_weighting", "none")  # the teacher's scores carry the balance
         head = self.bag_head if self.model_family == "bag" else None
@@ -215,6 +223,20 @@ class Hyperparameters:
             )
         self.prune_share()  # validates prune_rows
         self.preprocessing()  # validates buckets, n-gram settings
+
+    def with_changes(self, **changes: Any) -> Hyperparameters:
+        """A copy with ``changes``, in which every field this one left to its family's defaults
+        is resolved again for the copy's family, head and teacher. ``dataclasses.replace`` keeps
+        the resolved values: a transformer made that way from the default bag would train at
+        the bag's step of 30, and a student (``teacher_version``) would keep balanced weights,
+        which a student refuses."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ConfigError(
+                f"expected hyperparameters among {sorted(f.name for f in fields(self))} (got unknown: {unknown})"
+            )
+        kept = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._resolved_fields}
+        return Hyperparameters(**(kept | changes))
 
     def prune_share(self) -> float | None:
         """The share of trained table rows to keep: None for "auto", 1.0 for "trained"."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +82,8 @@ def student(small_artifact: Path, demo_csv: Path, tmp_path_factory: pytest.TempP
     teaches the same way), with augmented copies and unlabeled texts."""
     train, evaluation = split_dataset(read_csv(demo_csv), 0.2)
     teacher = Teacher.load(small_artifact, "v-teacher")
-    # replace() keeps the resolved bag default (balanced), which a student refuses; "none" is
-    # what a job's hyperparameters with a teacher_version resolve to.
-    hp = replace(SMALL_HYPERPARAMETERS, teacher_version="v-teacher", distill_augment=1, class_weighting="none")
+    hp = SMALL_HYPERPARAMETERS.with_changes(teacher_version="v-teacher", distill_augment=1)
+    assert hp.class_weighting == "none"  # what a job's hyperparameters with a teacher resolve to
     model_dir = tmp_path_factory.mktemp("student") / "model"
     unlabeled = ["where is my parcel", "my card was charged twice", "the app keeps crashing"]
     metrics = build_artifact(

@@ -131,3 +131,31 @@ def test_defaults_follow_the_family_and_the_bag_head(family: str, head: str, epo
 
 def test_a_given_learning_rate_wins_over_the_heads_default() -> None:
     assert Hyperparameters(bag_head="embedding", learning_rate=0.5).learning_rate == 0.5
+
+
+def test_with_changes_resolves_the_new_familys_defaults() -> None:
+    transformer = Hyperparameters().with_changes(model_family="transformer")
+    expected = Hyperparameters(model_family="transformer")
+    assert (transformer.epochs, transformer.learning_rate, transformer.lr_schedule) == (
+        expected.epochs,
+        expected.learning_rate,
+        expected.lr_schedule,
+    )
+
+
+def test_with_changes_keeps_what_was_given() -> None:
+    assert Hyperparameters(learning_rate=3.0).with_changes(model_family="transformer").learning_rate == 3.0
+
+
+def test_with_changes_gives_a_student_its_unweighted_default() -> None:
+    assert Hyperparameters().with_changes(teacher_version="v-teacher").class_weighting == "none"
+
+
+def test_with_changes_refuses_an_unknown_name() -> None:
+    with pytest.raises(ConfigError, match="got unknown: \\['epoch'\\]"):
+        Hyperparameters().with_changes(epoch=3)
+
+
+def test_the_resolved_fields_stay_out_of_the_job_strings() -> None:
+    assert "_resolved_fields" not in Hyperparameters().to_strings()
+    assert Hyperparameters.from_strings(Hyperparameters().to_strings()) == Hyperparameters()
