@@ -62,18 +62,22 @@ def completion_arn(prefix: str, region: str, account_id: str) -> str:
     return f"arn:aws:lambda:{region}:{account_id}:function:{prefix}-training-events"
 
 
-def canary_decisions(prefix: str, region: str, account_id: str) -> ProductionFollowers:
-    """What the completion function needs to end a canary: the serving alarms' states."""
+def canary_decisions(prefix: str, region: str, account_id: str, max_error_rate: float) -> ProductionFollowers:
+    """What the completion function needs to end a canary: the serving alarms' states and the
+    canary's own invocations and errors (Lambda's metrics per executed version)."""
     alarms = [f"{prefix}-{short}" for short in SERVING_ALARMS]
     return ProductionFollowers(
         environment={
             "SKIFF_CANARY_TARGET_ARN": completion_arn(prefix, region, account_id),
             "SKIFF_SERVING_ALARMS": ",".join(alarms),
+            "SKIFF_CANARY_MAX_ERROR_RATE": str(max_error_rate),
         },
         statements=[
             statement(
                 ["cloudwatch:DescribeAlarms"], [f"arn:aws:cloudwatch:{region}:{account_id}:alarm:{a}" for a in alarms]
-            )
+            ),
+            # GetMetricStatistics has no resource type: IAM takes only "*" for it.
+            statement(["cloudwatch:GetMetricStatistics"], ["*"]),
         ],
     )
 

@@ -107,7 +107,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             artifacts_bucket=storage.artifacts_bucket,
             upload_queue=storage.upload_queue,
             platform=platform,
-            followers=followers + canary_decisions(s.prefix, region, account_id),
+            followers=followers + canary_decisions(s.prefix, region, account_id, s.alarm_5xx_rate),
             notifications=notifications,
         ),
     )

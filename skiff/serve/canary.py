@@ -5,8 +5,12 @@ Starting a canary records it in the registry (:meth:`Registry.start_canary`), mo
 inference alias's routing weights (skiff.serve.lambda_alias follows the canary like
 production), and schedules a one-time EventBridge Scheduler invocation of the completion
 function at the canary's end (``Skiff Canary Due``). Then :func:`decide` looks at the stack's
-serving alarms: any in ALARM aborts the canary (production serves everything again), none
-promotes it. A serving alarm that fires meanwhile aborts it at once (skiff.registry.
+serving alarms, and at the canary's own invocations: any alarm in ALARM, or more than
+``max_error_rate`` of the canary's published version's invocations failing (Lambda's own
+``Errors`` per ``ExecutedVersion`` through the alias: exceptions, timeouts and out-of-memory
+alike), aborts the canary (production serves everything again); otherwise it is promoted. The
+function-wide alarms alone would miss a small canary that fails: at 2 % of requests even total
+failure stays under a 5 % 5xx-rate alarm. A serving alarm that fires meanwhile aborts it at once (skiff.registry.
 auto_rollback). Any change to production (a promotion or rollback by hand) ends it too.
 """
 
@@ -20,10 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from skiff import settings as env
 from skiff.aws import LazyClient
 from skiff.errors import ConflictError
 from skiff.notify import Notice
 from skiff.registry.table import Canary, Registry
+from skiff.serve.lambda_alias import InferenceAlias, alias_from_env
 
 CANARY_DUE = "Skiff Canary Due"
 EVENT_SOURCE = "skiff.registry"
@@ -36,6 +42,7 @@ class CanarySettings:
     target_arn: str  # the function that decides at the end (the completion function)
     role_arn: str  # what EventBridge Scheduler assumes to invoke it
     alarms: tuple[str, ...] = ()  # serving alarms: one in ALARM at the end aborts the canary
+    max_error_rate: float = 0.05  # of the canary's own invocations (the 5xx-rate alarm's default)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CanarySettings | None:
@@ -48,6 +55,7 @@ class CanarySettings:
             target_arn=e["SKIFF_CANARY_TARGET_ARN"],
             role_arn=e.get("SKIFF_CANARY_ROLE_ARN", ""),
             alarms=tuple(a for a in (e.get("SKIFF_SERVING_ALARMS") or "").split(",") if a),
+            max_error_rate=env.number("SKIFF_CANARY_MAX_ERROR_RATE", 0.05, e),
         )
 
 
@@ -82,9 +90,18 @@ class CanaryScheduler:
     scheduler = LazyClient("scheduler")
     cloudwatch = LazyClient("cloudwatch")
 
-    def __init__(self, settings: CanarySettings, scheduler: Any = None, cloudwatch: Any = None) -> None:
+    def __init__(
+        self,
+        settings: CanarySettings,
+        scheduler: Any = None,
+        cloudwatch: Any = None,
+        alias: InferenceAlias | None = None,
+    ) -> None:
+        """``alias``: the inference alias the canary is served through (None: the stack serves
+        without published versions, and only the alarms judge)."""
         self.settings = settings
         self.scheduler, self.cloudwatch = scheduler, cloudwatch
+        self.alias = alias
 
     def schedule_name(self, canary: Canary) -> str:
         """A new name each time (not one per version: the schedule of an aborted canary stays until
@@ -116,15 +133,50 @@ class CanaryScheduler:
         described = self.cloudwatch.describe_alarms(AlarmNames=list(self.settings.alarms))
         return sorted(a["AlarmName"] for a in described.get("MetricAlarms", []) if a["StateValue"] == "ALARM")
 
+    def own_invocations(self, canary: Canary, now: datetime) -> tuple[str, int, int] | None:
+        """The canary's published function version, its invocations through the alias since the
+        canary started, and how many of them failed; None when no published version of the
+        alias serves the canary's model (a stack without published versions, or not moved yet)."""
+        if self.alias is None:
+            return None
+        _, weights, _ = self.alias.routing()
+        serving = [v for v in weights if self.alias.bound_version(v) == canary.version]
+        if not serving:
+            return None
+        function, alias = self.alias.settings.function_name, self.alias.settings.alias
+        dimensions = [
+            {"Name": "FunctionName", "Value": function},
+            {"Name": "Resource", "Value": f"{function}:{alias}"},
+            {"Name": "ExecutedVersion", "Value": serving[0]},
+        ]
+        start = datetime.fromisoformat(canary.started_at).replace(second=0, microsecond=0)
+
+        def total(metric: str) -> int:
+            # One-minute sums: a canary lasts at most a day, CloudWatch's 1,440 points per call.
+            answer = self.cloudwatch.get_metric_statistics(
+                Namespace="AWS/Lambda",
+                MetricName=metric,
+                Dimensions=dimensions,
+                StartTime=start,
+                EndTime=now,
+                Period=60,
+                Statistics=["Sum"],
+            )
+            return round(sum(point["Sum"] for point in answer.get("Datapoints", [])))
+
+        return serving[0], total("Invocations"), total("Errors")
+
     def decide(
         self, registry: Registry, version: str, until: str | None = None, now: datetime | None = None
     ) -> CanaryOutcome:
-        """At the canary's end: promote it, or abort it when a serving alarm is in ALARM. A
-        schedule names the end it was made for (``until``): an earlier canary's is ignored."""
+        """At the canary's end: promote it, or abort it when a serving alarm is in ALARM or too
+        many of its own invocations failed. A schedule names the end it was made for
+        (``until``): an earlier canary's is ignored."""
         running = registry.canary()
         if running is None or running.version != version or (until is not None and until != running.until):
             return CanaryOutcome("ignored", version, "no such canary is running (it ended already)")
-        left = (datetime.fromisoformat(running.until) - (now or datetime.now(UTC))).total_seconds()
+        now = now or datetime.now(UTC)
+        left = (datetime.fromisoformat(running.until) - now).total_seconds()
         if left > EARLY_TOLERANCE_SECONDS:
             return CanaryOutcome("ignored", version, f"the canary runs {left:.0f}s more")
         breached = self.breached()
@@ -132,7 +184,18 @@ class CanaryScheduler:
             reason = f"serving alarms in ALARM at the end of the canary: {', '.join(breached)}"
             ended = registry.abort_canary(reason, actor="canary", version=version)
             return CanaryOutcome("aborted" if ended else "ignored", version, reason)
-        reason = f"canary of {running.percent:g} % since {running.started_at}: no serving alarm in ALARM"
+        own = self.own_invocations(running, now)
+        if own is None:
+            judged = "its own invocations not judged (no published version serves it)"
+        else:
+            function_version, invocations, errors = own
+            share = errors / invocations if invocations else 0.0
+            judged = f"{errors} of its {invocations} invocations failed (function version {function_version})"
+            if share > self.settings.max_error_rate:
+                reason = f"{judged}: more than the {self.settings.max_error_rate:.0%} allowed"
+                ended = registry.abort_canary(reason, actor="canary", version=version)
+                return CanaryOutcome("aborted" if ended else "ignored", version, reason)
+        reason = f"canary of {running.percent:g} % since {running.started_at}: no serving alarm in ALARM, {judged}"
         try:
             registry.promote(version, reason, actor="canary", canary=True)
         except ConflictError as exc:
@@ -142,4 +205,4 @@ class CanaryScheduler:
 
 def canary_scheduler_from_env() -> CanaryScheduler | None:
     settings = CanarySettings.from_env()
-    return CanaryScheduler(settings) if settings is not None else None
+    return CanaryScheduler(settings, alias=alias_from_env()) if settings is not None else None

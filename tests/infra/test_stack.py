@@ -16,6 +16,7 @@ from tests.infra.conftest import IMAGE, REGION, Deployed, Resource, run_program
 ALLOWED_STAR_ACTIONS = {
     "ecr:GetAuthorizationToken",
     "cloudwatch:PutMetricData",
+    "cloudwatch:GetMetricStatistics",  # no resource types in the service authorization reference
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "logs:DescribeLogGroups",
@@ -594,6 +595,15 @@ def test_the_completion_function_reads_the_serving_alarms_that_decide_a_canary(s
     assert serving == [f"skiff-test-{short}" for short in SERVING_ALARMS] and set(serving) <= names
     rule = stack.named("aws:cloudwatch/eventRule:EventRule", "monitoring-serving-alarm")
     assert len(json.loads(rule.inputs["eventPattern"])["resources"]) == len(SERVING_ALARMS)
+
+
+def test_the_completion_function_reads_the_canarys_own_errors_with_the_5xx_rate_as_its_limit(
+    stack: Deployed,
+) -> None:
+    assert env(stack, "training-events")["SKIFF_CANARY_MAX_ERROR_RATE"] == "0.05"
+    policy = stack.named("aws:iam/rolePolicy:RolePolicy", "retraining-training-events-policy")
+    (metrics,) = [s for s in statements(policy) if "cloudwatch:GetMetricStatistics" in s["Action"]]
+    assert metrics["Resource"] == ["*"]
 
 
 def test_a_production_change_that_must_wait_reaches_the_completion_function(stack: Deployed) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 from skiff.registry.table import Registry, create_table
 from skiff.serve.canary import CANARY_DUE, CanaryScheduler, CanarySettings
+from skiff.serve.lambda_alias import AliasSettings, InferenceAlias
+from tests.aws_fixtures import create_inference_function
 
 TABLE, ALARM = "skiff-registry-test", "skiff-test-inference-5xx-rate"
 SETTINGS = CanarySettings(
@@ -114,3 +116,89 @@ def test_a_schedule_name_fits_schedulers_limit_with_the_longest_stack_prefix(reg
     assert canary is not None
     longest = CanaryScheduler(CanarySettings("s" * MAX_PREFIX, SETTINGS.target_arn, SETTINGS.role_arn))
     assert len(longest.schedule_name(canary)) <= 64
+
+
+FUNCTION = "skiff-test-inference"
+
+
+@pytest.fixture
+def alias(aws: None) -> InferenceAlias:
+    create_inference_function(FUNCTION, TABLE)
+    return InferenceAlias(AliasSettings(FUNCTION, "live", wait_seconds=1), sleep=lambda _: None)
+
+
+@pytest.fixture
+def served(registry: Registry, alias: InferenceAlias) -> tuple[str, str, str]:
+    """A canary served through the alias: its model version, then the published function
+    versions of production and of the canary."""
+    registry.promote(candidate(registry), "first")
+    production = alias.follow(registry).function_version
+    version = candidate(registry)
+    registry.start_canary(version, 2, 5, "try it on a fiftieth")
+    alias.follow(registry)
+    (canary_function,) = alias.routing()[1]
+    assert production is not None
+    return version, production, canary_function
+
+
+def lambda_ran(function_version: str, invocations: int, errors: int) -> None:
+    """What Lambda records for the invocations of one published version through the alias."""
+    dimensions = [
+        {"Name": "FunctionName", "Value": FUNCTION},
+        {"Name": "Resource", "Value": f"{FUNCTION}:live"},
+        {"Name": "ExecutedVersion", "Value": function_version},
+    ]
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace="AWS/Lambda",
+        MetricData=[
+            {"MetricName": name, "Dimensions": dimensions, "Timestamp": datetime.now(UTC), "Value": value}
+            for name, value in (("Invocations", invocations), ("Errors", errors))
+        ],
+    )
+
+
+def test_a_small_canary_whose_own_invocations_fail_is_aborted_with_no_alarm_in_alarm(
+    registry: Registry, alias: InferenceAlias, served: tuple[str, str, str]
+) -> None:
+    version, production, canary_function = served
+    lambda_ran(canary_function, invocations=40, errors=12)  # 2 % of traffic: the 5xx-rate alarm stays OK
+    outcome = CanaryScheduler(SETTINGS, alias=alias).decide(registry, version, now=ended())
+    assert outcome.state == "aborted"
+    assert outcome.reason == (
+        f"12 of its 40 invocations failed (function version {canary_function}): more than the 5% allowed"
+    )
+    assert registry.production_version() != version and registry.canary() is None
+
+
+def test_a_canary_whose_own_errors_stay_within_the_limit_is_promoted(
+    registry: Registry, alias: InferenceAlias, served: tuple[str, str, str]
+) -> None:
+    version, _, canary_function = served
+    lambda_ran(canary_function, invocations=100, errors=1)
+    outcome = CanaryScheduler(SETTINGS, alias=alias).decide(registry, version, now=ended())
+    assert outcome.state == "promoted" and registry.production_version() == version
+    assert "1 of its 100 invocations failed" in (outcome.reason or "")
+
+
+def test_production_versions_failures_do_not_count_against_the_canary(
+    registry: Registry, alias: InferenceAlias, served: tuple[str, str, str]
+) -> None:
+    version, production, canary_function = served
+    lambda_ran(production, invocations=100, errors=100)
+    lambda_ran(canary_function, invocations=10, errors=0)
+    assert CanaryScheduler(SETTINGS, alias=alias).decide(registry, version, now=ended()).state == "promoted"
+
+
+def test_a_canary_that_no_published_version_serves_is_judged_by_the_alarms_alone(
+    registry: Registry, running: str
+) -> None:
+    outcome = CanaryScheduler(SETTINGS).decide(registry, running, now=ended())
+    assert outcome.state == "promoted"
+    assert "its own invocations not judged (no published version serves it)" in (outcome.reason or "")
+
+
+def test_the_error_limit_comes_from_the_environment() -> None:
+    settings = CanarySettings.from_env(
+        {"SKIFF_CANARY_TARGET_ARN": SETTINGS.target_arn, "SKIFF_CANARY_MAX_ERROR_RATE": "0.01"}
+    )
+    assert settings is not None and settings.max_error_rate == 0.01
