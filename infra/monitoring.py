@@ -13,6 +13,7 @@ from infra.functions import FunctionPlatform, ProductionFollowers, event_dead_le
 from infra.notifications import Notifications
 from infra.policies import REGISTRY_READ_WRITE, objects, statement
 from infra.settings import StackSettings
+from skiff.serve.canary_alarms import canary_alarm_names
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,11 @@ class Monitoring(pulumi.ComponentResource):
         self.rollback_rule = aws.cloudwatch.EventRule(
             f"{name}-serving-alarm",
             description=f"{s.prefix}: serving alarms entering ALARM roll production back",
+            # The canary's own alarms come and go with canaries (skiff.serve.canary_alarms): named, not made, here.
             event_pattern=pulumi.Output.all(*[a.arn for a in self.serving_alarms]).apply(
-                lambda arns: json.dumps(alarm_event_pattern(list(arns)))
+                lambda arns: json.dumps(
+                    alarm_event_pattern([*arns, *canary_alarm_arns(s.prefix, args.region, args.account_id)])
+                )
             ),
             opts=child,
         )
@@ -214,6 +218,12 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
         self.register_outputs({"rollback_rule_arn": self.rollback_rule.arn, "dashboard": self.dashboard.dashboard_name})
+
+
+def canary_alarm_arns(prefix: str, region: str, account_id: str) -> list[str]:
+    """The alarms on a running canary's own version (skiff.serve.canary_alarms): made and deleted
+    by whoever moves the inference alias, with names fixed per stack."""
+    return [f"arn:aws:cloudwatch:{region}:{account_id}:alarm:{name}" for name in canary_alarm_names(prefix)]
 
 
 def alarm_event_pattern(alarm_arns: list[str]) -> dict[str, object]:

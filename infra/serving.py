@@ -14,7 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.functions import FunctionPlatform, ProductionFollowers
-from infra.monitoring import SERVING_ALARMS
+from infra.monitoring import SERVING_ALARMS, canary_alarm_arns
 from infra.notifications import Notifications
 from infra.policies import REGISTRY_READ_WRITE, assume_role, document, statement
 from infra.settings import StackSettings
@@ -62,7 +62,7 @@ def completion_arn(prefix: str, region: str, account_id: str) -> str:
     return f"arn:aws:lambda:{region}:{account_id}:function:{prefix}-training-events"
 
 
-def canary_decisions(prefix: str, region: str, account_id: str, max_error_rate: float) -> ProductionFollowers:
+def canary_decisions(prefix: str, region: str, account_id: str) -> ProductionFollowers:
     """What the completion function needs to end a canary: the serving alarms' states and the
     canary's own invocations and errors (Lambda's metrics per executed version)."""
     alarms = [f"{prefix}-{short}" for short in SERVING_ALARMS]
@@ -70,7 +70,6 @@ def canary_decisions(prefix: str, region: str, account_id: str, max_error_rate: 
         environment={
             "SKIFF_CANARY_TARGET_ARN": completion_arn(prefix, region, account_id),
             "SKIFF_SERVING_ALARMS": ",".join(alarms),
-            "SKIFF_CANARY_MAX_ERROR_RATE": str(max_error_rate),
         },
         statements=[
             statement(
@@ -78,6 +77,26 @@ def canary_decisions(prefix: str, region: str, account_id: str, max_error_rate: 
             ),
             # GetMetricStatistics has no resource type: IAM takes only "*" for it.
             statement(["cloudwatch:GetMetricStatistics"], ["*"]),
+        ],
+    )
+
+
+def canary_watch(
+    prefix: str, region: str, account_id: str, max_error_rate: float, max_p99_latency_ms: float
+) -> ProductionFollowers:
+    """What a function that moves the inference alias needs to keep the canary alarms in step
+    with it, at the serving alarms' thresholds."""
+    return ProductionFollowers(
+        environment={
+            "SKIFF_CANARY_ALARMS": "true",
+            "SKIFF_CANARY_MAX_ERROR_RATE": str(max_error_rate),
+            "SKIFF_CANARY_MAX_P99_MS": str(max_p99_latency_ms),
+        },
+        statements=[
+            statement(
+                ["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms"],
+                canary_alarm_arns(prefix, region, account_id),
+            )
         ],
     )
 

@@ -15,7 +15,7 @@ from infra.monitoring import Monitoring, MonitoringArgs
 from infra.notifications import Notifications, NotificationsArgs
 from infra.registry_table import RegistryArgs, RegistryTable
 from infra.retraining import Retraining, RetrainingArgs
-from infra.serving import Serving, ServingArgs, canary_decisions, inference_followers
+from infra.serving import Serving, ServingArgs, canary_decisions, canary_watch, inference_followers
 from infra.settings import StackSettings
 from infra.storage import Storage, StorageArgs
 from skiff.packaging.bundle import ROOT, build_all, build_endpoint_code, build_training_source
@@ -82,8 +82,10 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
                 log_retention_days=s.log_retention_days,
             ),
         )
-    followers = inference_followers(s.prefix, region, account_id) + (
-        gpu.followers if gpu is not None else ProductionFollowers()
+    followers = (
+        inference_followers(s.prefix, region, account_id)
+        + canary_watch(s.prefix, region, account_id, s.alarm_5xx_rate, s.alarm_p99_latency_ms)
+        + (gpu.followers if gpu is not None else ProductionFollowers())
     )
     platform = FunctionPlatform(
         s.prefix,
@@ -107,7 +109,7 @@ def build_stack(settings: StackSettings | None = None) -> Stack:
             artifacts_bucket=storage.artifacts_bucket,
             upload_queue=storage.upload_queue,
             platform=platform,
-            followers=followers + canary_decisions(s.prefix, region, account_id, s.alarm_5xx_rate),
+            followers=followers + canary_decisions(s.prefix, region, account_id),
             notifications=notifications,
         ),
     )

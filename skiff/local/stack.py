@@ -43,6 +43,7 @@ from skiff.local.sagemaker import event_detail, run_described_job
 from skiff.local.state import StateStore
 from skiff.registry.table import Registry, create_table
 from skiff.retrain.launch import training_event_pattern
+from skiff.serve.canary_alarms import CanaryAlarms, CanaryAlarmSettings
 from skiff.serve.lambda_alias import AliasSettings, InferenceAlias, follow_alias, production_changed_pattern
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,9 @@ class LocalStack:
                 "SKIFF_CANARY_TARGET_ARN": f"{LOCAL_ARN}:function:{names['training_events_function']}",
                 "SKIFF_CANARY_ROLE_ARN": "arn:aws:iam::123456789012:role/skiff-local-canary-scheduler",
                 "SKIFF_SERVING_ALARMS": names["serving_alarm"],
+                # A running canary's own alarms, kept on its published version (in moto, which
+                # evaluates none: set one's state to try an abort at the end).
+                "SKIFF_CANARY_ALARMS": "true" if self.config.published_versions else None,
                 "POWERTOOLS_METRICS_NAMESPACE": "Skiff",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
                 "POWERTOOLS_METRICS_DISABLED": "true",  # no EMF lines on a laptop terminal
@@ -172,7 +176,10 @@ class LocalStack:
         self._set_env({"SKIFF_NOTIFICATIONS_TOPIC_ARN": self.notifications_topic, "SKIFF_STACK": self.config.prefix})
         self.restored = self.state.restore(client("s3"), client("dynamodb"))
         # moto's Lambda state is not kept across runs: publish production again and point the alias at it.
-        self.inference_alias = InferenceAlias(AliasSettings(names["inference_function"], ALIAS, delete_unused=False))
+        self.inference_alias = InferenceAlias(
+            AliasSettings(names["inference_function"], ALIAS, delete_unused=False),
+            canary_alarms=CanaryAlarms(CanaryAlarmSettings(self.config.prefix)),
+        )
         if self.config.published_versions:
             follow_alias(Registry(names["registry_table"]), self.inference_alias, announce=False)
         self._announce_earlier_jobs()

@@ -10,8 +10,10 @@ serving alarms, and at the canary's own invocations: any alarm in ALARM, or more
 ``Errors`` per ``ExecutedVersion`` through the alias: exceptions, timeouts and out-of-memory
 alike), aborts the canary (production serves everything again); otherwise it is promoted. The
 function-wide alarms alone would miss a small canary that fails: at 2 % of requests even total
-failure stays under a 5 % 5xx-rate alarm. A serving alarm that fires meanwhile aborts it at once (skiff.registry.
-auto_rollback). Any change to production (a promotion or rollback by hand) ends it too.
+failure stays under a 5 % 5xx-rate alarm. A serving alarm that fires meanwhile aborts it at once
+(skiff.registry.auto_rollback), and so do the alarms on the canary's own version's error rate and
+p99 duration that the alias keeps while it runs (skiff.serve.canary_alarms); one of those in ALARM
+at the end aborts it too. Any change to production (a promotion or rollback by hand) ends it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from skiff.aws import LazyClient
 from skiff.errors import ConflictError
 from skiff.notify import Notice
 from skiff.registry.table import Canary, Registry
+from skiff.serve.canary_alarms import version_dimensions
 from skiff.serve.lambda_alias import InferenceAlias, alias_from_env
 
 CANARY_DUE = "Skiff Canary Due"
@@ -126,11 +129,17 @@ class CanaryScheduler:
         )
         return name
 
+    def watched_alarms(self) -> list[str]:
+        """The serving alarms, and the canary's own ones where the alias keeps them."""
+        own = self.alias.canary_alarms if self.alias is not None else None
+        return [*self.settings.alarms, *(own.settings.names if own is not None else ())]
+
     def breached(self) -> list[str]:
-        """The serving alarms in ALARM now."""
-        if not self.settings.alarms:
+        """The watched alarms in ALARM now."""
+        alarms = self.watched_alarms()
+        if not alarms:
             return []
-        described = self.cloudwatch.describe_alarms(AlarmNames=list(self.settings.alarms))
+        described = self.cloudwatch.describe_alarms(AlarmNames=alarms)
         return sorted(a["AlarmName"] for a in described.get("MetricAlarms", []) if a["StateValue"] == "ALARM")
 
     def own_invocations(self, canary: Canary, now: datetime) -> tuple[str, int, int] | None:
@@ -143,12 +152,7 @@ class CanaryScheduler:
         serving = [v for v in weights if self.alias.bound_version(v) == canary.version]
         if not serving:
             return None
-        function, alias = self.alias.settings.function_name, self.alias.settings.alias
-        dimensions = [
-            {"Name": "FunctionName", "Value": function},
-            {"Name": "Resource", "Value": f"{function}:{alias}"},
-            {"Name": "ExecutedVersion", "Value": serving[0]},
-        ]
+        dimensions = version_dimensions(self.alias.settings.function_name, self.alias.settings.alias, serving[0])
         start = datetime.fromisoformat(canary.started_at).replace(second=0, microsecond=0)
 
         def total(metric: str) -> int:
@@ -181,7 +185,7 @@ class CanaryScheduler:
             return CanaryOutcome("ignored", version, f"the canary runs {left:.0f}s more")
         breached = self.breached()
         if breached:
-            reason = f"serving alarms in ALARM at the end of the canary: {', '.join(breached)}"
+            reason = f"alarms in ALARM at the end of the canary: {', '.join(breached)}"
             ended = registry.abort_canary(reason, actor="canary", version=version)
             return CanaryOutcome("aborted" if ended else "ignored", version, reason)
         own = self.own_invocations(running, now)

@@ -48,6 +48,7 @@ from skiff import settings as env
 from skiff.aws import LazyClient, client
 from skiff.errors import ConflictError, NotFoundError, SkiffError
 from skiff.registry.table import ModelVersion, Registry
+from skiff.serve.canary_alarms import CanaryAlarms, canary_alarms_from_env
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,14 @@ class InferenceAlias:
         functions: Any = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        canary_alarms: CanaryAlarms | None = None,
     ) -> None:
+        """``canary_alarms``: kept on the version a canary's share goes to (None: a canary is
+        judged only by the serving alarms and at its end)."""
         self.settings = settings
         self.functions = functions
         self._clock, self._sleep = clock, sleep
+        self.canary_alarms = canary_alarms
 
     # ---- published versions ------------------------------------------------------------------
     def _configuration(self, function_version: str) -> dict[str, Any] | None:
@@ -250,6 +255,7 @@ class InferenceAlias:
             except NotFoundError:
                 continue  # production moved on while we read it
             if current == function_version and weights == wanted:
+                self._watch_canary(wanted)
                 return AliasOutcome("unchanged", version, function_version, deleted=self.prune(registry))
             for needed in (function_version, *wanted):
                 state, why = self._active(needed, wait)
@@ -280,8 +286,15 @@ class InferenceAlias:
             log.info(
                 "alias %s: %s -> %s (model %s) %s", self.settings.alias, current, function_version, version, wanted
             )
+            self._watch_canary(wanted)
             return AliasOutcome("moved", version, function_version, deleted=self.prune(registry))
         raise ConflictError(f"expected to move alias {self.settings.alias} (got: constant concurrent changes)")
+
+    def _watch_canary(self, canary_weights: Mapping[str, float]) -> None:
+        """The canary alarms follow the routing: on the version a canary's share goes to, or gone."""
+        if self.canary_alarms is not None:
+            canary_version = next(iter(canary_weights), None)
+            self.canary_alarms.follow(self.settings.function_name, self.settings.alias, canary_version)
 
     def prune(self, registry: Registry) -> tuple[str, ...]:
         """Delete published versions of the function bound to a model that is neither production
@@ -389,7 +402,7 @@ def production_changed_pattern(stack: str) -> dict[str, Any]:
 
 def alias_from_env() -> InferenceAlias | None:
     settings = AliasSettings.from_env()
-    return InferenceAlias(settings) if settings is not None else None
+    return InferenceAlias(settings, canary_alarms=canary_alarms_from_env()) if settings is not None else None
 
 
 def follow_alias(

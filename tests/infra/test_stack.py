@@ -11,6 +11,7 @@ import pytest
 
 from infra.monitoring import alarm_event_pattern
 from skiff.retrain.launch import training_event_pattern
+from skiff.serve.canary_alarms import ERRORS, LATENCY
 from tests.infra.conftest import IMAGE, REGION, Deployed, Resource, run_program
 
 ALLOWED_STAR_ACTIONS = {
@@ -40,6 +41,7 @@ def env(stack: Deployed, short: str) -> dict[str, str]:
 
 
 PRODUCTION_CHANGERS = ("registry-api", "training-events", "alarm-rollback")
+CANARY_ALARMS = (ERRORS, LATENCY)
 
 
 def test_program_creates_one_component_per_concern(stack: Deployed) -> None:
@@ -594,7 +596,7 @@ def test_the_completion_function_reads_the_serving_alarms_that_decide_a_canary(s
     serving = env(stack, "training-events")["SKIFF_SERVING_ALARMS"].split(",")
     assert serving == [f"skiff-test-{short}" for short in SERVING_ALARMS] and set(serving) <= names
     rule = stack.named("aws:cloudwatch/eventRule:EventRule", "monitoring-serving-alarm")
-    assert len(json.loads(rule.inputs["eventPattern"])["resources"]) == len(SERVING_ALARMS)
+    assert len(json.loads(rule.inputs["eventPattern"])["resources"]) == len(SERVING_ALARMS) + len(CANARY_ALARMS)
 
 
 def test_the_completion_function_reads_the_canarys_own_errors_with_the_5xx_rate_as_its_limit(
@@ -604,6 +606,25 @@ def test_the_completion_function_reads_the_canarys_own_errors_with_the_5xx_rate_
     policy = stack.named("aws:iam/rolePolicy:RolePolicy", "retraining-training-events-policy")
     (metrics,) = [s for s in statements(policy) if "cloudwatch:GetMetricStatistics" in s["Action"]]
     assert metrics["Resource"] == ["*"]
+
+
+@pytest.mark.parametrize("short", PRODUCTION_CHANGERS)
+def test_whoever_moves_the_alias_keeps_the_canary_alarms_at_the_serving_alarms_limits(
+    stack: Deployed, short: str
+) -> None:
+    variables = env(stack, short)
+    assert variables["SKIFF_CANARY_ALARMS"] == "true"
+    assert (variables["SKIFF_CANARY_MAX_ERROR_RATE"], variables["SKIFF_CANARY_MAX_P99_MS"]) == ("0.05", "1000")
+    policy = stack.one("aws:iam/rolePolicy:RolePolicy", lambda p: p.name.endswith(f"{short}-policy"))
+    (alarms,) = [s for s in statements(policy) if "cloudwatch:PutMetricAlarm" in s["Action"]]
+    assert set(alarms["Action"]) == {
+        "cloudwatch:PutMetricAlarm",
+        "cloudwatch:DescribeAlarms",
+        "cloudwatch:DeleteAlarms",
+    }
+    assert alarms["Resource"] == [
+        f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:skiff-test-{a}" for a in CANARY_ALARMS
+    ]
 
 
 def test_a_production_change_that_must_wait_reaches_the_completion_function(stack: Deployed) -> None:
@@ -657,7 +678,8 @@ def test_serving_alarms_trigger_the_rollback_function(stack: Deployed) -> None:
         )
     ]
     rule = stack.named("aws:cloudwatch/eventRule:EventRule", "serving-alarm")
-    assert rule.json("eventPattern") == alarm_event_pattern([a.outputs["arn"] for a in alarms])
+    canary_alarms = [f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:skiff-test-{a}" for a in CANARY_ALARMS]
+    assert rule.json("eventPattern") == alarm_event_pattern([*[a.outputs["arn"] for a in alarms], *canary_alarms])
     target = stack.named("aws:cloudwatch/eventTarget:EventTarget", "serving-alarm-target")
     assert target.inputs["arn"] == function(stack, "alarm-rollback").outputs["arn"]
 

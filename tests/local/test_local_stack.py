@@ -14,6 +14,7 @@ import pytest
 from skiff.cli.client import ApiError, StackClient, StackOutputs
 from skiff.data.dataset import read_csv, write_csv
 from skiff.local.stack import LocalStack, LocalStackConfig
+from skiff.serve.canary_alarms import canary_alarm_names
 
 SMALL = {"epochs": 3, "buckets": 4096, "embedding_dim": 16, "char_ngrams": "none"}
 
@@ -200,6 +201,24 @@ def test_a_canary_ending_with_a_serving_alarm_in_alarm_is_aborted_by_its_schedul
     stack.deliver_notifications()
     aborted = [n for n in client.notifications() if n["event"] == "canary-aborted"]
     assert aborted and aborted[-1]["version"] == other and alarm in aborted[-1]["reason"]
+
+
+def test_a_running_canarys_own_alarms_watch_its_published_version_until_it_ends(
+    local: tuple[LocalStack, StackClient],
+) -> None:
+    stack, client = local
+    other = next(m["version"] for m in client.models() if m["status"] in ("retired", "candidate"))
+    client.start_canary(other, 10, 30, "test: watched")
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=stack.endpoint_url, region_name="us-east-1")
+    names = list(canary_alarm_names(stack.config.prefix))
+    try:
+        (canary_function,) = stack.inference_alias.routing()[1]
+        latency = cloudwatch.describe_alarms(AlarmNames=names[1:])["MetricAlarms"][0]
+        assert {"Name": "ExecutedVersion", "Value": canary_function} in latency["Dimensions"]
+        assert len(cloudwatch.describe_alarms(AlarmNames=names)["MetricAlarms"]) == 2
+    finally:
+        client.abort_canary("test: done")
+    assert cloudwatch.describe_alarms(AlarmNames=names)["MetricAlarms"] == []
 
 
 def test_a_promotion_answers_with_the_lambda_version_callers_now_reach(local: tuple[LocalStack, StackClient]) -> None:

@@ -80,7 +80,7 @@ def test_a_canary_with_a_serving_alarm_in_alarm_is_aborted(registry: Registry, r
     production = registry.production_version()
     boto3.client("cloudwatch").set_alarm_state(AlarmName=ALARM, StateValue="ALARM", StateReason="test")
     outcome = CanaryScheduler(SETTINGS).decide(registry, running, now=ended())
-    assert (outcome.state, outcome.reason) == ("aborted", f"serving alarms in ALARM at the end of the canary: {ALARM}")
+    assert (outcome.state, outcome.reason) == ("aborted", f"alarms in ALARM at the end of the canary: {ALARM}")
     assert registry.production_version() == production and registry.canary() is None
 
 
