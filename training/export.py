@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -36,11 +37,12 @@ def export_onnx(exported: torch.nn.Module, path: Path, example: dict[str, np.nda
     """Export to one self-contained ONNX file; every input has a dynamic batch and length.
 
     ``exported`` answers probabilities; its forward takes the inputs named as in ``example``
-    (the featurizer's output), in that order. ``exporter``: ``dynamo`` (torch.export, what
-    transformers need) or ``torchscript``, the tracer torch has deprecated but still ships: for
-    a graph of a dozen plain operations it takes 0.1 s, where the dynamo exporter spent ~4 s
-    here (registering its op library, tracing and decomposing; benchmarks/RESULTS.md, "Bag
-    training time").
+    (the featurizer's output), in that order. ``exporter``: ``dynamo`` (torch.export) or
+    ``torchscript``, the tracer torch has deprecated but still ships: for a graph of a dozen
+    plain operations it takes 0.1 s, where the dynamo exporter spent ~4 s here (registering its
+    op library, tracing and decomposing; benchmarks/RESULTS.md, "Bag training time"), and its
+    graph of a BERT encoder is the one onnxruntime's attention fusion recognises
+    (:func:`fuse_attention`).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters are chatty about internals we do not use
@@ -72,6 +74,41 @@ def export_onnx(exported: torch.nn.Module, path: Path, example: dict[str, np.nda
             dynamo=True,
             verbose=False,
         )
+
+
+CONTRIB_DOMAIN = "com.microsoft"
+"""onnxruntime's own operators (MultiHeadAttention, SkipLayerNormalization…)."""
+
+
+def fuse_attention(path: Path, *, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """Rewrite a BERT-style encoder's fp32 graph in place with onnxruntime's fused kernels
+    (MultiHeadAttention, SkipLayerNormalization, BiasGelu); return how many of each.
+
+    An exported encoder spells attention and layer norms out in ~300 small operators; at one
+    short text, their per-operator cost is a good part of the run (benchmarks/RESULTS.md,
+    "Transformer graph: fused attention"). Two of the fusions are held back on purpose:
+    ``Attention`` packs the Q, K and V weights inside one operator that static quantization
+    leaves fp32 (onnxruntime has no static QAttention), so ``MultiHeadAttention`` takes its
+    place and the projections stay MatMuls that become int8; ``EmbedLayerNormalization`` would
+    carry the word-embedding table as a float input, where a plain Gather is quantized to int8
+    rows. A graph the fusion does not recognise is written back unchanged in meaning.
+    """
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions("bert")
+    options.use_multi_head_attention = True
+    options.enable_embed_layer_norm = False
+    fused = optimizer.optimize_model(
+        str(path),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        optimization_options=options,
+        opt_level=0,  # the fusions only; onnxruntime applies its own graph optimizations at load
+    )
+    fused.save_model_to_file(str(path))
+    return {name: count for name, count in fused.get_fused_operator_statistics().items() if count}
 
 
 @dataclass(frozen=True)
@@ -144,8 +181,12 @@ def quantize_int8(
     with tempfile.TemporaryDirectory() as work:
         prepared = Path(work) / "prepared.onnx"
         # ONNX shape inference and graph cleanup first, as onnxruntime recommends for static
-        # quantization (its symbolic pass cannot finish on the dynamo export's dynamic shapes).
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        # quantization. onnxruntime's own operators have no ONNX shape function: only its
+        # symbolic pass types their outputs, and calibration skips an untyped tensor (its
+        # consumer then cannot be quantized). That pass cannot finish on the dynamo export's
+        # dynamic shapes, so it runs only where those operators are.
+        contrib = any(node.domain == CONTRIB_DOMAIN for node in onnx.load(str(fp32_path)).graph.node)
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=not contrib, auto_merge=contrib)
         quantize_static(
             str(prepared),
             str(int8_path),

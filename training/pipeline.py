@@ -220,6 +220,8 @@ def build_artifact(
     featurizer = shipped.featurizer
     exportable, calibration = _calibrated(shipped.exportable, featurizer, split, hp)
     export_onnx(exportable, fp32_path, featurizer.encode(data.evaluation.texts[:2]), family.onnx_exporter)
+    # Parity then compares int8 with the fused fp32 graph, the one it was quantized from.
+    fused = family.fuse_graph(fp32_path) if family.fuse_graph is not None else {}
     calibration_texts = split.train.texts[: family.quantization.calibration_texts]
     quantize_int8(fp32_path, int8_path, family.quantization, (featurizer.encode([t]) for t in calibration_texts))
     fp32_scores = onnx_probabilities(fp32_path, featurizer, data.evaluation.texts)
@@ -248,6 +250,7 @@ def build_artifact(
         "parity": parity_report,
         "quantization": family.quantization.to_dict(),
         "onnx_exporter": family.onnx_exporter,
+        "fused_operators": fused,
         "compression": shipped.compression,
         "calibration": calibration,
         "latency": batch1_latency_ms(int8_path, featurizer, data.evaluation.texts),

@@ -75,6 +75,50 @@ def test_a_texts_int8_scores_do_not_depend_on_its_batch(artifact: Path, small_sm
     assert metrics["parity"]["batch_max_score_difference"] <= 1e-6  # over the whole eval split, batch 1 vs 64
 
 
+def test_the_served_graph_runs_onnxruntimes_fused_attention_on_int8_projections(artifact: Path) -> None:
+    import onnx
+
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    assert metrics["onnx_exporter"] == "torchscript"
+    assert metrics["fused_operators"]["MultiHeadAttention"] == 2  # one per layer of the tiny encoder
+    operators = [node.op_type for node in onnx.load(str(artifact / "model.int8.onnx")).graph.node]
+    assert operators.count("MultiHeadAttention") == 2
+    assert "MatMul" not in operators  # Q, K, V, output and feed-forward projections are all int8
+    assert operators.count("QLinearMatMul") == 2 * 6
+
+
+def test_fusing_attention_leaves_the_scores_as_they_were(
+    tmp_path: Path, tiny_base: Path, small_sms: tuple[Path, Path]
+) -> None:
+    import shutil
+
+    import onnxruntime as ort
+
+    from training.export import TORCHSCRIPT, export_onnx, fuse_attention
+    from training.families.transformer import TransformerClassifier, TransformerWithProbabilities, load_encoder
+
+    featurizer = TokenizerFeaturizer(TokenizerSpec(max_length=32), tiny_base)
+    texts = list(read_csv(small_sms[1]).texts[:64])
+    exported = TransformerWithProbabilities(TransformerClassifier(load_encoder(tiny_base)[0], 2))
+    export_onnx(exported, tmp_path / "plain.onnx", featurizer.encode(texts[:2]), TORCHSCRIPT)
+    shutil.copy(tmp_path / "plain.onnx", tmp_path / "fused.onnx")
+    assert fuse_attention(tmp_path / "fused.onnx", num_heads=2, hidden_size=32)["MultiHeadAttention"] == 2
+
+    inputs = featurizer.encode(texts)  # padded to the longest: the fused kernel must mask like the plain graph
+    plain, fused = (
+        ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+        for name in ("plain.onnx", "fused.onnx")
+    )
+    np.testing.assert_allclose(fused, plain, atol=1e-6)
+
+
+def test_encoders_other_than_bert_are_exported_as_they_are() -> None:
+    from training.families.transformer import attention_fusion
+
+    assert attention_fusion({"model_type": "distilbert", "n_heads": 12, "dim": 768}) is None
+    assert attention_fusion({"model_type": "bert", "num_attention_heads": 12, "hidden_size": 384}) is not None
+
+
 def test_serving_needs_neither_torch_nor_transformers(artifact: Path) -> None:
     assert predict_in_a_fresh_process(artifact, "Free entry! Win a prize now")[0]["label"] in ("ham", "spam")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,6 +60,9 @@ class Family:
     quantization: QuantizationSettings = QuantizationSettings()
     onnx_exporter: str = DYNAMO
     """training.export's exporter for this family's graph."""
+    fuse_graph: Callable[[Path], dict[str, int]] | None = None
+    """Rewrites the exported fp32 graph in place with fused kernels before it is quantized;
+    returns what it fused (recorded in metrics.json)."""
     compress: Callable[[nn.Module], Shipped] | None = None
     """Families that shrink the trained model before export (bag: table pruning) set this."""
 

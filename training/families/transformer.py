@@ -18,7 +18,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from skiff.model.hyperparameters import Hyperparameters
 from training.batches import RaggedTokens
 from training.calibration import CalibratedSoftmax
 from training.device import Distributed
-from training.export import QuantizationSettings
+from training.export import DYNAMO, TORCHSCRIPT, QuantizationSettings, fuse_attention
 from training.families import Family, LabelledTexts, Shipped
 from training.loop import TrainingTask
 
@@ -63,10 +65,17 @@ class TransformerClassifier(nn.Module):
 
 
 class TransformerWithProbabilities(nn.Module):
-    """What gets exported: logits -> softmax, inputs named as the featurizer names them."""
+    """What gets exported: logits -> softmax, inputs named as the featurizer names them.
+
+    The encoder is switched to transformers' eager attention (the same arithmetic as the
+    scaled-dot-product kernel training used): traced, it is the pattern onnxruntime's attention
+    fusion recognises (training.export.fuse_attention)."""
 
     def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
+        encoder = getattr(classifier, "encoder", None)
+        if hasattr(encoder, "set_attn_implementation"):
+            encoder.set_attn_implementation("eager")
         self.classifier = classifier
         self.probabilities = CalibratedSoftmax()
 
@@ -175,6 +184,14 @@ def prune_vocabulary(tokenizer: dict[str, Any], keep: set[int]) -> tuple[dict[st
     return pruned, old_ids
 
 
+def attention_fusion(config: dict[str, Any]) -> Callable[[Path], dict[str, int]] | None:
+    """training.export.fuse_attention for a BERT base model (the one family of encoders it was
+    checked on, benchmarks/RESULTS.md); None for others."""
+    if config.get("model_type") != "bert" or "num_attention_heads" not in config:
+        return None
+    return partial(fuse_attention, num_heads=config["num_attention_heads"], hidden_size=config["hidden_size"])
+
+
 def _optimizers(model: nn.Module, learning_rate: float, device: torch.device) -> list[torch.optim.Optimizer]:
     return [torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01, fused=device.type == "cuda")]
 
@@ -193,7 +210,8 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
     began = time.perf_counter()
     train = tokenize(featurizer, data.train_texts)
     tokenizer = json.loads((base / TOKENIZER_FILE).read_text(encoding="utf-8"))
-    base_layers = json.loads((base / "config.json").read_text()).get("num_hidden_layers")
+    config = json.loads((base / "config.json").read_text())
+    base_layers = config.get("num_hidden_layers")
     if base_layers is not None and hp.encoder_layers > base_layers:
         raise ConfigError(f"encoder_layers should be at most the base model's {base_layers} (got: {hp.encoder_layers})")
     vocabulary = {"base": len(tokenizer.get("model", {}).get("vocab", {})), "min_count": hp.vocabulary_min_count}
@@ -221,6 +239,7 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
         "encoder_layers": {"base": base_layers, "kept": hp.encoder_layers or base_layers},
         "vocabulary": {**vocabulary, "kept": vocabulary.get("kept", vocabulary["base"])},
     }
+    fusion = attention_fusion(config)
     task = TrainingTask(
         build_model=lambda: _classifier(base, len(data.labels), cuts),
         build_optimizers=_optimizers,
@@ -237,5 +256,9 @@ def prepare(data: LabelledTexts, hp: Hyperparameters, model_dir: Path) -> Family
         featurize_seconds,
         featurizer_files=(TOKENIZER_FILE,),
         quantization=QUANTIZATION,
+        # The tracer's BERT graph is the one onnxruntime's attention fusion matches (the dynamo
+        # export's is not); other encoders keep the dynamo exporter and their graph as exported.
+        onnx_exporter=TORCHSCRIPT if fusion is not None else DYNAMO,
+        fuse_graph=fusion,
         compress=lambda model: Shipped(TransformerWithProbabilities(model), featurizer, (TOKENIZER_FILE,), compression),
     )
